@@ -1,0 +1,267 @@
+// Renders the coordinator's messages for people (see ctl_views.h): tables, the status block and
+// watch's views. Formatting of single figures comes from ctl_format.h and engine/accounting/cost.h.
+#include "cli/ctl_views.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "cli/ctl_format.h"
+#include "engine/accounting/cost.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace dsv3::cli {
+namespace {
+
+using dsv3::v1::JobState;
+using dsv3::v1::JobStatus;
+using dsv3::v1::RankPlacement;
+
+std::string ClockTime(int64_t unix_ms) {
+  if (unix_ms <= 0) return "-";
+  return absl::FormatTime("%H:%M:%S", absl::FromUnixMillis(unix_ms), absl::LocalTimeZone());
+}
+
+std::string DateTime(int64_t unix_ms) {
+  if (unix_ms <= 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(unix_ms),
+                          absl::LocalTimeZone());
+}
+
+std::string Loss(const JobStatus& job) {
+  if (job.step() <= 0 && job.last_loss() == 0) return "-";
+  return absl::StrFormat("%.4f", job.last_loss());
+}
+
+std::string StepOfTotal(const JobStatus& job) {
+  return absl::StrCat(job.step(), "/",
+                      job.total_steps() > 0 ? absl::StrCat(job.total_steps()) : "?");
+}
+
+std::string ExpertRange(const RankPlacement& rank) {
+  if (rank.expert_end() <= rank.expert_begin()) return "-";
+  if (rank.expert_end() - rank.expert_begin() == 1) return absl::StrCat(rank.expert_begin());
+  return absl::StrCat(rank.expert_begin(), "-", rank.expert_end() - 1);
+}
+
+// The ranks to show: the placement's when there is one, else the status's worker list.
+const google::protobuf::RepeatedPtrField<RankPlacement>& Ranks(const JobStatus& job) {
+  return job.placement().ranks_size() > 0 ? job.placement().ranks() : job.workers();
+}
+
+std::string StateAndMessage(const JobStatus& job) {
+  std::string out = JobStateName(job.state());
+  if (!job.message().empty()) absl::StrAppend(&out, ": ", job.message());
+  return out;
+}
+
+}  // namespace
+
+std::string JobStateName(JobState state) {
+  const std::string& name = dsv3::v1::JobState_Name(state);
+  return name.empty() ? absl::StrCat("UNKNOWN(", static_cast<int>(state), ")") : name;
+}
+
+std::string RankStateName(dsv3::v1::RankState state) {
+  const std::string& name = dsv3::v1::RankState_Name(state);
+  return name.empty() ? absl::StrCat("UNKNOWN(", static_cast<int>(state), ")") : name;
+}
+
+bool IsTerminal(JobState state) {
+  return state == dsv3::v1::SUCCEEDED || state == dsv3::v1::FAILED || state == dsv3::v1::CANCELLED;
+}
+
+int ExitCodeForJobState(JobState state) { return state == dsv3::v1::FAILED ? 1 : 0; }
+
+std::string ToJson(const google::protobuf::Message& message, bool pretty) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  options.add_whitespace = pretty;
+  std::string json;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    // Only a message with unresolvable Any fields can fail; ours have none.
+    return absl::StrCat("{\"error\": \"cannot print as JSON: ", std::string(status.message()),
+                        "\"}\n");
+  }
+  if (json.empty() || json.back() != '\n') json += '\n';
+  return json;
+}
+
+std::string DeviceLabel(const std::string& device_kind) {
+  if (device_kind == "cuda") return "GPU";
+  if (device_kind == "cpu") return "CPU device";
+  return "device";
+}
+
+std::string RenderJobsTable(const dsv3::v1::ListJobsResponse& jobs, int64_t now_ms) {
+  if (jobs.jobs_size() == 0) return "No jobs.\n";
+  TextTable table{
+      {"ID", "NAME", "STATE", "STEP", "LOSS", "DEVICE-H", "COST", "AGE"}, {}, {3, 4, 5, 6, 7}};
+  for (const JobStatus& job : jobs.jobs()) {
+    table.rows.push_back({job.job_id(), job.name(), JobStateName(job.state()), StepOfTotal(job),
+                          Loss(job), accounting::FormatDeviceHours(job.accounting().device_hours()),
+                          accounting::FormatUsd(job.accounting().cost_usd()),
+                          job.created_unix_ms() > 0
+                              ? FormatDuration((now_ms - job.created_unix_ms()) / 1000.0)
+                              : "-"});
+  }
+  return RenderTable(table);
+}
+
+std::string RenderWorkersTable(const dsv3::v1::ListWorkersResponse& workers, int64_t now_ms) {
+  if (workers.workers_size() == 0) return "No workers.\n";
+  TextTable table{
+      {"NAME", "ID", "NODE", "DEVICE", "STATE", "JOB", "RANK", "HEARTBEAT"}, {}, {6, 7}};
+  for (const dsv3::v1::WorkerInfo& w : workers.workers()) {
+    const bool serving = !w.job_id().empty();
+    table.rows.push_back({w.name(), w.worker_id(), w.node().empty() ? "-" : w.node(),
+                          w.device().empty() ? "-" : w.device(), w.state(),
+                          serving ? w.job_id() : "-",
+                          serving && w.rank() >= 0 ? absl::StrCat(w.rank()) : "-",
+                          FormatAgo(now_ms, w.last_heartbeat_unix_ms())});
+  }
+  return RenderTable(table);
+}
+
+std::string SummarizeRanks(const JobStatus& job) {
+  const auto& ranks = Ranks(job);
+  if (ranks.empty()) return "no ranks";
+  std::map<int, int> counts;  // by RankState, in enum order
+  for (const RankPlacement& rank : ranks) ++counts[rank.state()];
+  std::vector<std::string> parts;
+  for (const auto& [state, count] : counts) {
+    parts.push_back(
+        absl::StrCat(count, " ", RankStateName(static_cast<dsv3::v1::RankState>(state))));
+  }
+  return absl::StrCat(ranks.size(),
+                      ranks.size() == 1 ? " rank: " : " ranks: ", absl::StrJoin(parts, ", "));
+}
+
+std::string RenderJobStatus(const JobStatus& job, int64_t now_ms) {
+  const dsv3::v1::Accounting& acc = job.accounting();
+  const std::string label = DeviceLabel(acc.device_kind());
+  std::string out;
+  auto field = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppendFormat(&out, "%-12s%s\n", key, value);
+  };
+  auto sub_field = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppendFormat(&out, "  %-20s%s\n", key, value);
+  };
+
+  field("Job", absl::StrCat(job.job_id(), "  ", job.name(),
+                            job.stage().empty() ? "" : absl::StrCat("  (", job.stage(), ")")));
+  field("State", StateAndMessage(job));
+  field("Epoch", absl::StrCat(job.epoch()));
+  field("Progress", absl::StrCat(ProgressBar(job.step(), job.total_steps()), " ", StepOfTotal(job),
+                                 " steps  ", ProgressPercent(job.step(), job.total_steps())));
+  field("Loss", Loss(job));
+  field("Checkpoint", job.last_checkpoint_step() >= 0
+                          ? absl::StrCat("step ", job.last_checkpoint_step(), " (last committed)")
+                          : "none committed yet");
+  field("Created", job.created_unix_ms() > 0
+                       ? absl::StrCat(DateTime(job.created_unix_ms()), " (",
+                                      FormatAgo(now_ms, job.created_unix_ms()), "), updated ",
+                                      FormatAgo(now_ms, job.updated_unix_ms()))
+                       : "-");
+
+  out += "Accounting\n";
+  sub_field(label + "-hours",
+            absl::StrCat(accounting::FormatDeviceHours(acc.device_hours()), " (productive ",
+                         accounting::FormatDeviceHours(acc.productive_device_hours()), ", lost ",
+                         accounting::FormatDeviceHours(acc.lost_device_hours()), ")"));
+  sub_field("tokens", absl::StrCat(FormatCount(acc.tokens()), " (",
+                                   FormatCount(acc.tokens_per_second()), " tokens/s)"));
+  sub_field("MFU", acc.flops_per_token() > 0
+                       ? absl::StrCat(FormatFraction(acc.mfu()), " (",
+                                      FormatSi(acc.flops_per_token(), "FLOP"), " per token)")
+                       : FormatFraction(acc.mfu()));
+  sub_field("cost", accounting::FormatUsd(acc.cost_usd()));
+  sub_field(
+      "per 1T tokens",
+      acc.device_hours_per_trillion_tokens() > 0
+          ? absl::StrCat(accounting::FormatDeviceHours(acc.device_hours_per_trillion_tokens()), " ",
+                         label, "-hours")
+          : "-");
+
+  const auto& ranks = Ranks(job);
+  const dsv3::v1::Placement& p = job.placement();
+  if (p.world_size() > 0) {
+    out += absl::StrFormat(
+        "Placement   epoch %d: %d ranks = %d pipeline x %d expert-parallel x %d data-parallel\n",
+        p.epoch(), p.world_size(), p.pipeline_parallel(), p.expert_parallel(), p.data_parallel());
+  } else {
+    out += ranks.empty() ? "Placement   none yet\n" : "Placement\n";
+  }
+  if (!ranks.empty()) {
+    TextTable table{{"RANK", "WORKER", "NODE", "STAGE", "EXPERTS", "REPLICA", "STATE", "DETAIL"},
+                    {},
+                    {0, 3, 5}};
+    for (const RankPlacement& r : ranks) {
+      table.rows.push_back(
+          {absl::StrCat(r.rank()), r.worker_name().empty() ? r.worker_id() : r.worker_name(),
+           r.node().empty() ? "-" : r.node(), absl::StrCat(r.pipeline_stage()), ExpertRange(r),
+           absl::StrCat(r.dp_replica()), RankStateName(r.state()), r.detail()});
+    }
+    for (absl::string_view line : absl::StrSplit(RenderTable(table), '\n', absl::SkipEmpty())) {
+      absl::StrAppend(&out, "  ", line, "\n");
+    }
+  }
+
+  if (job.events_size() > 0) {
+    out += "Events (most recent last)\n";
+    TextTable table{{"TIME", "EPOCH", "KIND", "MESSAGE"}, {}, {1}};
+    for (const dsv3::v1::JobEvent& e : job.events()) {
+      table.rows.push_back(
+          {ClockTime(e.time_unix_ms()), absl::StrCat(e.epoch()), e.kind(), e.message()});
+    }
+    for (absl::string_view line : absl::StrSplit(RenderTable(table), '\n', absl::SkipEmpty())) {
+      absl::StrAppend(&out, "  ", line, "\n");
+    }
+  }
+  return out;
+}
+
+std::string RenderWatchLine(const JobStatus& job, const WatchFigures& figures) {
+  const dsv3::v1::Accounting& acc = job.accounting();
+  std::string line = absl::StrCat(
+      ClockTime(figures.now_ms), " ", JobStateName(job.state()), " step ", StepOfTotal(job), " (",
+      ProgressPercent(job.step(), job.total_steps()), ") loss ", Loss(job), " ",
+      FormatCount(acc.tokens_per_second()), " tok/s MFU ", FormatFraction(acc.mfu()), " ",
+      accounting::FormatDeviceHours(acc.device_hours()), " device-h ",
+      accounting::FormatUsd(acc.cost_usd()),
+      IsTerminal(job.state()) ? "" : " " + FormatEta(figures.seconds_left));
+  if (!job.message().empty()) absl::StrAppend(&line, " | ", job.message());
+  return line + "\n";
+}
+
+std::string WatchChangeKey(const JobStatus& job) {
+  return absl::StrCat(JobStateName(job.state()), "|", job.epoch(), "|", job.step(), "/",
+                      job.total_steps(), "|", job.last_loss(), "|", job.message(), "|",
+                      SummarizeRanks(job));
+}
+
+std::string RenderWatchPanel(const JobStatus& job, const WatchFigures& figures) {
+  const dsv3::v1::Accounting& acc = job.accounting();
+  std::string out;
+  absl::StrAppend(&out, job.name(), " (", job.job_id(), ")  ", JobStateName(job.state()),
+                  "  epoch ", job.epoch(), "\n");
+  absl::StrAppend(&out, ProgressBar(job.step(), job.total_steps(), 30), " ", StepOfTotal(job), "  ",
+                  ProgressPercent(job.step(), job.total_steps()),
+                  IsTerminal(job.state()) ? "" : "  " + FormatEta(figures.seconds_left), "\n");
+  absl::StrAppend(
+      &out, "loss ", Loss(job), "   ", FormatCount(acc.tokens_per_second()), " tok/s   MFU ",
+      FormatFraction(acc.mfu()), "   ", accounting::FormatDeviceHours(acc.device_hours()), " ",
+      DeviceLabel(acc.device_kind()), "-h   ", accounting::FormatUsd(acc.cost_usd()), "\n");
+  absl::StrAppend(&out, job.message().empty() ? "-" : job.message(), "\n");
+  absl::StrAppend(&out, SummarizeRanks(job), "\n");
+  return out;
+}
+
+}  // namespace dsv3::cli

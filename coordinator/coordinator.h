@@ -1,0 +1,179 @@
+// Coordinator: the coordinator's logic with no gRPC in it. It owns the job store, the worker
+// membership, the rendezvous key-value store and the scheduler; the gRPC services (services.h) only
+// convert and forward. Everything is guarded by one mutex; Tick() moves time-driven state (lease
+// expiry, placement, accounting, persistence) and runs on a background thread after Start(), or is
+// called directly by tests with a ManualClock.
+#ifndef DSV3_COORDINATOR_COORDINATOR_H_
+#define DSV3_COORDINATOR_COORDINATOR_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "coordinator/clock.h"
+#include "coordinator/job_store.h"
+#include "coordinator/kv_store.h"
+#include "coordinator/membership.h"
+#include "dsv3/v1/job_service.pb.h"
+#include "dsv3/v1/store_service.pb.h"
+#include "dsv3/v1/worker_service.pb.h"
+
+namespace dsv3::coordinator {
+
+// Where the coordinator sends messages for one worker's session. Implemented by the Session RPC
+// handler (a queue drained by its writer). Send never blocks on the network.
+class SessionSink {
+ public:
+  virtual ~SessionSink() = default;
+  virtual void Send(const v1::CoordinatorMessage& message) = 0;
+  // Ends the session with `status` (e.g. the lease expired); the worker will re-attach.
+  virtual void Close(const absl::Status& status) = 0;
+};
+
+struct CoordinatorOptions {
+  std::string state_dir;
+  absl::Duration lease = absl::Seconds(3);
+  absl::Duration tick = absl::Milliseconds(100);
+  // A RECOVERING job with fewer than min_workers for this long fails.
+  absl::Duration recovery_timeout = absl::Minutes(10);
+  // After a restart, how long a running job's workers have to re-attach (at least 3 leases; the
+  // workers retry with a backoff capped at 5 s).
+  absl::Duration restart_grace = absl::Seconds(10);
+  // Accounting-only changes are written at most this often (state changes are written at once).
+  absl::Duration persist_interval = absl::Seconds(2);
+  Clock* clock = nullptr;  // not owned; nullptr = the real clock
+};
+
+class Coordinator {
+ public:
+  // Opens (or creates) the state in options.state_dir and restores every job. Errors: those of
+  // JobStore::Open; FAILED_PRECONDITION when another coordinator already uses the directory.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(const CoordinatorOptions& options);
+  ~Coordinator();
+
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Starts / stops the background Tick() thread. Stop() also closes every session.
+  void Start();
+  void Stop();
+  // One scheduling round at the clock's current time.
+  void Tick();
+
+  const std::string& coordinator_id() const { return coordinator_id_; }
+
+  // --- JobService --------------------------------------------------------------------------------
+  // INVALID_ARGUMENT for a bad spec (the message names the field and the rule).
+  absl::StatusOr<std::string> SubmitJob(const std::string& spec_json, const std::string& base_dir);
+  // NOT_FOUND for an unknown id.
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id, int max_events);
+  std::vector<v1::JobStatus> ListJobs();
+  // FAILED_PRECONDITION when the job has already ended; NOT_FOUND for an unknown id.
+  absl::StatusOr<v1::JobStatus> CancelJob(const std::string& job_id);
+  // Waits until the job changes after `*version` (0 = return at once) or `timeout` passes, then
+  // returns its status and updates `*version`. NOT_FOUND for an unknown id.
+  absl::StatusOr<v1::JobStatus> WaitForJobChange(const std::string& job_id, int64_t* version,
+                                                 absl::Duration timeout);
+  // INVALID_ARGUMENT for a bad model/parallel section or bad figures.
+  absl::StatusOr<v1::EstimateCostResponse> EstimateCost(const v1::EstimateCostRequest& request);
+  std::vector<v1::WorkerInfo> ListWorkers();
+
+  // --- WorkerService -----------------------------------------------------------------------------
+  // INVALID_ARGUMENT for a bad name or device.
+  absl::StatusOr<v1::AttachResponse> Attach(const v1::AttachRequest& request,
+                                            const std::string& peer);
+  // Binds a session to an attached worker and sends it what it is owed (its assignment, stops).
+  // NOT_FOUND when the worker id is unknown or dead (the worker must attach again).
+  absl::Status OpenSession(const std::string& worker_id, SessionSink* sink);
+  // Unbinds the sink (if it is still the worker's). The lease keeps running.
+  void CloseSession(const std::string& worker_id, SessionSink* sink);
+  // NOT_FOUND when the worker is unknown or dead (its session must end).
+  absl::Status HandleWorkerMessage(const std::string& worker_id, const v1::WorkerMessage& message);
+  // NOT_FOUND for an unknown worker.
+  absl::Status Detach(const std::string& worker_id);
+
+  // --- StoreService ------------------------------------------------------------------------------
+  // FAILED_PRECONDITION unless the job is running at exactly this epoch (fencing).
+  absl::Status CheckStoreScope(const v1::StoreScope& scope);
+  KvStore& kv_store() { return kv_; }
+
+ private:
+  struct Job {
+    v1::JobStatus status;  // events are kept in the store, not here
+    int64_t version = 1;
+    bool dirty = false;           // state change not yet persisted
+    bool accounting_dirty = false;
+    absl::Time last_persist;
+    absl::Time last_accrual;
+    absl::Time waiting_since;      // RECOVERING/PENDING below min_workers since
+    absl::Time rebind_deadline;    // after a restart: ranks must re-attach before this
+    std::string recovery_reason;   // why the job is RECOVERING
+    std::vector<v1::JobEvent> pending_events;
+  };
+
+  Coordinator(const CoordinatorOptions& options, std::unique_ptr<JobStore> store);
+
+  absl::Status Restore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunTicks();
+
+  Job* FindJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddEvent(Job& job, const std::string& kind, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetState(Job& job, v1::JobState state, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Touch(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Persist(Job& job, bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistWorker(const WorkerRecord& worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void ScheduleJobs(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool TryPlace(Job& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendAssignment(const Job& job, const v1::RankPlacement& rank)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendStop(const std::string& worker_id, const std::string& job_id, int64_t epoch,
+                const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A worker serving a job is gone: the job recovers (or, if it was not placed, nothing happens).
+  void HandleWorkerLost(const std::string& worker_id, const std::string& reason, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Releases every worker of the job (stop their ranks; they become idle).
+  void ReleaseWorkers(Job& job, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Accrue(Job& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateRunningMessage(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RUNNING -> RECOVERING: the work since the last committed checkpoint is rolled back (lost).
+  void StartRecovery(Job& job, const std::string& reason, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::WorkerInfo ToWorkerInfo(const WorkerRecord& w) const;
+
+  const CoordinatorOptions options_;
+  RealClock real_clock_;
+  Clock* const clock_;
+  std::string coordinator_id_;
+  KvStore kv_;
+
+  absl::Mutex mu_;
+  std::unique_ptr<JobStore> store_ ABSL_GUARDED_BY(mu_);
+  Membership membership_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);  // submission order
+  std::map<std::string, SessionSink*> sessions_ ABSL_GUARDED_BY(mu_);
+  // Stops owed to a worker whose session is not open yet.
+  std::map<std::string, std::vector<v1::StopCommand>> pending_stops_ ABSL_GUARDED_BY(mu_);
+  // Workers known from the store (before a restart) that have not re-attached, by name.
+  std::map<std::string, v1::WorkerInfo> remembered_workers_ ABSL_GUARDED_BY(mu_);
+
+  int lock_fd_ = -1;  // flock on <state_dir>/LOCK: one coordinator per state directory
+  std::unique_ptr<std::thread> ticker_;
+  absl::Notification stop_;
+};
+
+}  // namespace dsv3::coordinator
+
+#endif  // DSV3_COORDINATOR_COORDINATOR_H_

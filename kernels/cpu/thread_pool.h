@@ -1,0 +1,60 @@
+// ThreadPool: a fixed set of worker threads that run one ParallelFor at a time, splitting a range
+// of independent items into contiguous chunks. Kernels use it through CpuContext. It is not a task
+// queue (no futures, no work stealing) and ParallelFor must not be called from inside its own body.
+#ifndef DSV3_KERNELS_CPU_THREAD_POOL_H_
+#define DSV3_KERNELS_CPU_THREAD_POOL_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace dsv3::kernels {
+
+class ThreadPool {
+ public:
+  // Body of a ParallelFor: processes items [begin, end).
+  using RangeFn = std::function<void(int64_t begin, int64_t end)>;
+
+  // num_threads >= 1 counts the calling thread, which works too: num_threads - 1 threads are
+  // started. Aborts if num_threads < 1.
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();  // Joins the workers.
+
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+
+  // Calls fn on disjoint contiguous chunks that cover [0, n) exactly once, each chunk at least
+  // `grain` items (except the last), on up to num_threads() threads, and returns when all are done.
+  // Calls from several threads are serialised. Calling it from inside fn aborts (it would
+  // deadlock). n <= 0 does nothing; grain < 1 is treated as 1.
+  void ParallelFor(int64_t n, int64_t grain, const RangeFn& fn);
+
+ private:
+  void WorkerLoop(int index);
+
+  const int num_threads_;
+  std::vector<std::thread> workers_;
+
+  std::mutex call_mu_;  // Serialises ParallelFor calls.
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // Signalled when a new generation starts or on shutdown.
+  std::condition_variable done_cv_;  // Signalled when the last chunk of a generation finishes.
+  // The fields below are guarded by mu_.
+  int64_t generation_ = 0;
+  bool shutdown_ = false;
+  const RangeFn* fn_ = nullptr;
+  int64_t n_ = 0;
+  int64_t chunk_ = 0;
+  int num_chunks_ = 0;
+  int pending_ = 0;
+};
+
+}  // namespace dsv3::kernels
+
+#endif  // DSV3_KERNELS_CPU_THREAD_POOL_H_

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up, builds, and runs every dsv3 test (unit, integration, reference). Exits non-zero on any
+# failure. Quick when everything is installed and built.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+scripts/bootstrap.sh
+scripts/build.sh
+echo "[test] running the test suite (ctest)"
+set +e
+ctest --test-dir "${DSV3_BUILD_DIR:-build}" --output-on-failure -j "${DSV3_TEST_JOBS:-2}" \
+  --timeout 600 "$@"
+rc=$?
+set -e
+echo "[test] finished in $(( $(date +%s) - start )) s: $([ $rc -eq 0 ] && echo ALL PASSED || echo FAILURES, exit $rc)"
+exit $rc

@@ -1,0 +1,228 @@
+// Worker; see worker.h.
+#include "worker/worker.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/logging.h"
+#include "spdlog/spdlog.h"
+
+namespace dsv3::worker {
+namespace {
+
+constexpr char kNoEngineDetail[] =
+    "accepted, but this worker build has no training engine yet: the rank is held and no steps run";
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+}  // namespace
+
+Worker::Worker(std::shared_ptr<grpc::Channel> channel, WorkerOptions options)
+    : options_(std::move(options)), stub_(v1::WorkerService::NewStub(channel)) {}
+
+std::string Worker::worker_id() const {
+  absl::MutexLock lock(&mu_);
+  return worker_id_;
+}
+
+int Worker::attach_count() const {
+  absl::MutexLock lock(&mu_);
+  return attach_count_;
+}
+
+void Worker::PrepareContext(grpc::ClientContext* context, absl::Duration deadline) const {
+  if (!options_.auth_token.empty()) {
+    context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.auth_token));
+  }
+  if (deadline != absl::InfiniteDuration()) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+  }
+}
+
+bool Worker::SleepOrShutdown(absl::Duration d) { return shutdown_.WaitForNotificationWithTimeout(d); }
+
+void Worker::Shutdown() {
+  if (shutdown_.HasBeenNotified()) return;
+  shutdown_.Notify();
+  absl::MutexLock lock(&mu_);
+  if (session_context_ != nullptr) session_context_->TryCancel();
+}
+
+absl::Status Worker::AttachOnce() {
+  v1::AttachRequest request;
+  request.set_name(options_.name);
+  request.set_node(options_.node);
+  request.set_device(options_.device);
+  request.set_device_count(1);
+  request.set_hostname(HostName());
+  request.set_pid(getpid());
+  request.set_version("dsv3 0.1");
+  request.set_has_engine(false);
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [job_id, held] : ranks_) {
+      v1::RankProgress* p = request.add_running();
+      p->set_job_id(job_id);
+      p->set_epoch(held.assignment.epoch());
+      p->set_rank(held.assignment.rank().rank());
+      p->set_state(held.state);
+      p->set_detail(held.detail);
+    }
+  }
+  grpc::ClientContext context;
+  PrepareContext(&context, absl::Seconds(5));
+  v1::AttachResponse response;
+  grpc::Status s = stub_->Attach(&context, request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  absl::MutexLock lock(&mu_);
+  worker_id_ = response.worker_id();
+  lease_ms_ = std::max<int64_t>(response.lease_ms(), 30);
+  ++attach_count_;
+  return absl::OkStatus();
+}
+
+v1::WorkerMessage Worker::MakeHeartbeat() {
+  v1::WorkerMessage m;
+  absl::MutexLock lock(&mu_);
+  v1::Heartbeat* hb = m.mutable_heartbeat();
+  for (const auto& [job_id, held] : ranks_) {
+    v1::RankProgress* p = hb->add_ranks();
+    p->set_job_id(job_id);
+    p->set_epoch(held.assignment.epoch());
+    p->set_rank(held.assignment.rank().rank());
+    p->set_state(held.state);
+    p->set_detail(held.detail);
+  }
+  return m;
+}
+
+void Worker::HandleAssignment(const v1::Assignment& a, v1::WorkerMessage* ack_message) {
+  v1::AssignmentAck* ack = ack_message->mutable_ack();
+  ack->set_job_id(a.job_id());
+  ack->set_epoch(a.epoch());
+  ack->set_rank(a.rank().rank());
+  ack->set_accepted(true);
+  ack->set_state(v1::WAITING_FOR_ENGINE);
+  ack->set_detail(kNoEngineDetail);
+  absl::MutexLock lock(&mu_);
+  // One rank per worker: a newer assignment replaces whatever was held.
+  ranks_.clear();
+  HeldRank& held = ranks_[a.job_id()];
+  held.assignment = a;
+  held.state = v1::WAITING_FOR_ENGINE;
+  held.detail = kNoEngineDetail;
+  spdlog::info("assigned {} epoch {} rank {} (stage {}, experts [{}, {}), replica {}): {}",
+               a.job_id(), a.epoch(), a.rank().rank(), a.rank().pipeline_stage(),
+               a.rank().expert_begin(), a.rank().expert_end(), a.rank().dp_replica(),
+               kNoEngineDetail);
+}
+
+void Worker::HandleStop(const v1::StopCommand& stop) {
+  absl::MutexLock lock(&mu_);
+  auto it = ranks_.find(stop.job_id());
+  if (it == ranks_.end() || it->second.assignment.epoch() > stop.epoch()) return;
+  spdlog::info("stopping {} epoch {}: {}", stop.job_id(), stop.epoch(), stop.reason());
+  ranks_.erase(it);
+}
+
+absl::Status Worker::RunSession() {
+  grpc::ClientContext context;
+  PrepareContext(&context, absl::InfiniteDuration());
+  std::string worker_id;
+  absl::Duration heartbeat_every;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_.HasBeenNotified()) return absl::CancelledError("shutting down");
+    session_context_ = &context;
+    worker_id = worker_id_;
+    heartbeat_every = absl::Milliseconds(lease_ms_) / 3;
+  }
+  auto stream = stub_->Session(&context);
+  absl::Mutex write_mu;  // one writer at a time: the heartbeat thread and the reader's acks
+  auto write = [&](const v1::WorkerMessage& m) {
+    absl::MutexLock lock(&write_mu);
+    return stream->Write(m);
+  };
+  v1::WorkerMessage hello;
+  hello.mutable_hello()->set_worker_id(worker_id);
+  absl::Notification session_over;
+  std::thread heartbeats;
+  if (write(hello)) {
+    heartbeats = std::thread([&] {
+      while (!session_over.WaitForNotificationWithTimeout(heartbeat_every)) {
+        if (!write(MakeHeartbeat())) break;
+      }
+    });
+    v1::CoordinatorMessage m;
+    while (stream->Read(&m)) {
+      if (m.has_assignment()) {
+        v1::WorkerMessage ack;
+        HandleAssignment(m.assignment(), &ack);
+        write(ack);
+      } else if (m.has_stop()) {
+        HandleStop(m.stop());
+      }
+    }
+  }
+  session_over.Notify();
+  if (heartbeats.joinable()) heartbeats.join();
+  {
+    absl::MutexLock lock(&write_mu);
+    stream->WritesDone();
+  }
+  grpc::Status status = stream->Finish();
+  absl::MutexLock lock(&mu_);
+  session_context_ = nullptr;
+  return FromGrpcStatus(status);
+}
+
+absl::Status Worker::Run() {
+  absl::Duration backoff = options_.min_backoff;
+  int failures = 0;
+  while (!shutdown_.HasBeenNotified()) {
+    absl::Status attached = AttachOnce();
+    if (!attached.ok()) {
+      if (absl::IsInvalidArgument(attached) || absl::IsUnauthenticated(attached)) {
+        return attached;  // retrying cannot help
+      }
+      if (failures++ % 10 == 0) {
+        spdlog::warn("cannot attach to the coordinator ({}); retrying every <= {}",
+                     attached.ToString(), absl::FormatDuration(options_.max_backoff));
+      }
+      if (SleepOrShutdown(backoff)) break;
+      backoff = std::min(backoff * 2, options_.max_backoff);
+      continue;
+    }
+    failures = 0;
+    backoff = options_.min_backoff;
+    const std::string id = worker_id();
+    SetLogId(absl::StrCat(options_.name, "/", id));
+    spdlog::info("attached as {} (attach #{})", id, attach_count());
+    absl::Status ended = RunSession();
+    if (shutdown_.HasBeenNotified()) break;
+    spdlog::warn("session ended ({}); re-attaching", ended.ToString());
+    if (SleepOrShutdown(backoff)) break;
+  }
+  // Leave cleanly so the coordinator does not wait for the lease to expire.
+  const std::string id = worker_id();
+  if (!id.empty()) {
+    grpc::ClientContext context;
+    PrepareContext(&context, absl::Seconds(2));
+    v1::DetachRequest request;
+    request.set_worker_id(id);
+    v1::DetachResponse response;
+    grpc::Status s = stub_->Detach(&context, request, &response);
+    if (!s.ok()) spdlog::warn("detach failed: {}", s.error_message());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace dsv3::worker
