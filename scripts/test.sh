@@ -3,6 +3,9 @@
 # failure. Quick when everything is installed and built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# oneDNN runs on OpenMP, whose threads spin while waiting by default and then starve when several
+# processes share the cores (measured: 2-thread GEMMs fall from ~350 to 1-30 GFLOP/s).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 start=$(date +%s)
 scripts/bootstrap.sh
 scripts/build.sh
