@@ -1,0 +1,326 @@
+// Internal: RunFp8Gemms (gemm_fp8_engine.h). Three phases over one workspace: plan (buffer
+// offsets, tile sizes), pack (every A row panel of every problem decoded to BF16 with its scales,
+// and the B panels of problems whose tiles share them), compute (every output tile; a problem with
+// a single row of tiles packs its B panels inside its tiles, chunk by chunk, so that small-M GEMMs
+// never write decoded weights to memory). Both parallel phases hand out items from an atomic
+// counter, so uneven problems (experts with different token counts) balance. No element's
+// arithmetic depends on the tiling or on the thread that computes it.
+
+#include "kernels/cpu/gemm_fp8_engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+
+#include "kernels/check.h"
+#include "kernels/cpu/gemm_fp8_kernels.h"
+#include "kernels/fp8_types.h"
+
+namespace dsv3::kernels::internal {
+namespace {
+
+// K blocks per cache chunk: a B panel chunk (64 x 256 BF16 = 32 KB) stays in L1 while the row
+// panels of a tile stream past it.
+constexpr int64_t kKcBlocks = 2;
+
+int64_t RoundUp(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+struct Plan {
+  int64_t kb_count = 0, kpad = 0, rows_pad = 0, panels = 0;
+  size_t a_off = 0, as_off = 0, b_off = 0, bs_off = 0;  // byte offsets into the workspace
+  int64_t row_panels_per_tile = 0, panels_per_tile = 0;
+  // With a single row tile each B panel is used by one tile only: it is packed there, chunk by
+  // chunk, into a buffer that stays in L1, instead of through the workspace (and memory).
+  bool prepack_b = true;
+  int64_t row_tiles() const {
+    return (rows_pad / kFp8Mr + row_panels_per_tile - 1) / row_panels_per_tile;
+  }
+  int64_t col_tiles() const { return (panels + panels_per_tile - 1) / panels_per_tile; }
+};
+
+struct Item {
+  int32_t problem;
+  int32_t kind;  // pack: 0 = A row panel, 1 = B panel; compute: unused
+  int64_t i, j;
+};
+
+// Calls fn(item) for every item in [0, n), items handed out dynamically to ctx's threads.
+void ParallelDynamic(const CpuContext& ctx, int64_t n, const std::function<void(int64_t)>& fn) {
+  if (n <= 0) return;
+  const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
+  std::atomic<int64_t> next{0};
+  ParallelFor(ctx, std::min<int64_t>(threads, n), 1, [&](int64_t, int64_t) {
+    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i);
+  });
+}
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+void PackA(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan, std::byte* ws,
+           int64_t panel) {
+  auto* a = reinterpret_cast<std::uint16_t*>(ws + plan.a_off);
+  auto* as = reinterpret_cast<float*>(ws + plan.as_off);
+  const int64_t tiles = NumTiles(pr.k);
+  for (int64_t r = panel * kFp8Mr; r < (panel + 1) * kFp8Mr; ++r) {
+    std::uint16_t* dst = a + r * plan.kpad;
+    float* s = as + r * plan.kb_count;
+    if (r < pr.m) {
+      kern.decode_row(pr.a + r * pr.k, pr.k, plan.kpad, dst);
+      std::memcpy(s, pr.a_scales + r * tiles, sizeof(float) * tiles);
+    } else {
+      std::memset(dst, 0, sizeof(std::uint16_t) * plan.kpad);
+      std::memset(s, 0, sizeof(float) * plan.kb_count);
+    }
+  }
+}
+
+// Packs K blocks [kb_begin, kb_end) of B panel `panel` into b ([kb, 64, 64] pairs) and bs
+// ([kb, 64] scales), block kb_begin first.
+void PackBPanel(const Fp8GemmKernels& kern, const Fp8Problem& pr, int64_t panel, int64_t kb_begin,
+                int64_t kb_end, std::uint32_t* b, float* bs) {
+  const int64_t col0 = panel * kFp8Nr;
+  const int64_t cols = std::min(kFp8Nr, pr.n - col0);
+  const int64_t k0 = kb_begin * kQuantTile;
+  const int64_t kpad = (kb_end - kb_begin) * kQuantTile;
+  const int64_t k_valid = std::min(pr.k - k0, kpad);
+  const int64_t k_tiles = NumTiles(pr.k), n_tiles = NumTiles(pr.n);
+  switch (pr.b_layout) {
+    case Fp8BLayout::kRowsBlockScaled:
+    case Fp8BLayout::kRowsRowScaled:
+      kern.pack_b_rows(pr.b + col0 * pr.k + k0, pr.k, cols, k_valid, kpad, b);
+      break;
+    case Fp8BLayout::kColsBlockScaled:
+      kern.pack_b_cols(pr.b + k0 * pr.n + col0, pr.n, cols, k_valid, kpad, b);
+      break;
+  }
+  for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
+    float* dst = bs + (kb - kb_begin) * kFp8Nr;
+    for (int64_t j = 0; j < kFp8Nr; ++j) {
+      const int64_t col = col0 + j;
+      float s = 0.0f;
+      if (j < cols) {
+        switch (pr.b_layout) {
+          case Fp8BLayout::kRowsBlockScaled:
+            s = pr.b_scales[(col / kQuantTile) * k_tiles + kb];
+            break;
+          case Fp8BLayout::kColsBlockScaled:
+            s = pr.b_scales[kb * n_tiles + col / kQuantTile];
+            break;
+          case Fp8BLayout::kRowsRowScaled:
+            s = pr.b_scales[col * k_tiles + kb];
+            break;
+        }
+      }
+      dst[j] = s;
+    }
+  }
+}
+
+void PackB(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan, std::byte* ws,
+           int64_t panel) {
+  auto* b = reinterpret_cast<std::uint32_t*>(ws + plan.b_off) + panel * (plan.kpad / 2) * kFp8Nr;
+  auto* bs = reinterpret_cast<float*>(ws + plan.bs_off) + panel * plan.kb_count * kFp8Nr;
+  PackBPanel(kern, pr, panel, 0, plan.kb_count, b, bs);
+}
+
+// Asks for the codes of K blocks [kb_begin, kb_end) of B panel `panel` to be brought into the
+// cache while the current chunk is computed (64 strided rows defeat the hardware prefetchers).
+void PrefetchBChunk(const Fp8Problem& pr, int64_t panel, int64_t kb_begin, int64_t kb_end) {
+  if (kb_begin >= kb_end) return;
+  const int64_t col0 = panel * kFp8Nr;
+  const int64_t cols = std::min(kFp8Nr, pr.n - col0);
+  const int64_t k0 = kb_begin * kQuantTile, k1 = std::min(pr.k, kb_end * kQuantTile);
+  if (pr.b_layout == Fp8BLayout::kColsBlockScaled) {
+    for (int64_t k = k0; k < k1; ++k) __builtin_prefetch(pr.b + k * pr.n + col0, 0, 1);
+    return;
+  }
+  for (int64_t j = 0; j < cols; ++j) {
+    for (int64_t k = k0; k < k1; k += 64) __builtin_prefetch(pr.b + (col0 + j) * pr.k + k, 0, 1);
+  }
+}
+
+// Runs the micro-kernel over row panels [rp_begin, rp_end) against one B panel chunk holding K
+// blocks [kb0, kb1) (b, bs point at block kb0).
+void MicroPanels(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan,
+                 const std::uint16_t* a, const float* as, int64_t rp_begin, int64_t rp_end,
+                 int64_t cp, const std::uint32_t* b, const float* bs, int64_t kb0, int64_t kb1) {
+  const bool c_is_zero = !pr.accumulate && kb0 == 0;
+  // Pairs of the chunk's last block that hold data (the rest is zero padding).
+  const int64_t tail_pairs =
+      kb1 == plan.kb_count ? (pr.k - (kb1 - 1) * kQuantTile + 1) / 2 : kFp8PairsPerBlock;
+  alignas(64) float edge[kFp8Mr * kFp8Nr];
+  const int64_t col0 = cp * kFp8Nr;
+  const int64_t cols = std::min(kFp8Nr, pr.n - col0);
+  for (int64_t rp = rp_begin; rp < rp_end; ++rp) {
+    const int64_t row0 = rp * kFp8Mr;
+    const int64_t rows = std::min(kFp8Mr, pr.m - row0);
+    // The micro-kernel indexes A and its scales by block from kb0 on.
+    const std::uint16_t* a_panel = a + row0 * plan.kpad + kb0 * kQuantTile;
+    const float* as_panel = as + row0 * plan.kb_count + kb0;
+    float* c = pr.c + row0 * pr.n + col0;
+    if (rows == kFp8Mr && cols == kFp8Nr) {
+      kern.micro_kernel(a_panel, plan.kpad, as_panel, plan.kb_count, b, bs, 0, kb1 - kb0,
+                        tail_pairs, c_is_zero, c, pr.n);
+      continue;
+    }
+    // Edge tile: work on a zero-padded copy; the padding's results are dropped.
+    std::memset(edge, 0, sizeof(edge));
+    if (!c_is_zero) {
+      for (int64_t r = 0; r < rows; ++r) {
+        std::memcpy(edge + r * kFp8Nr, c + r * pr.n, sizeof(float) * cols);
+      }
+    }
+    kern.micro_kernel(a_panel, plan.kpad, as_panel, plan.kb_count, b, bs, 0, kb1 - kb0, tail_pairs,
+                      c_is_zero, edge, kFp8Nr);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(c + r * pr.n, edge + r * kFp8Nr, sizeof(float) * cols);
+    }
+  }
+}
+
+void ComputeTile(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan,
+                 const std::byte* ws, int64_t row_tile, int64_t col_tile) {
+  const auto* a = reinterpret_cast<const std::uint16_t*>(ws + plan.a_off);
+  const auto* as = reinterpret_cast<const float*>(ws + plan.as_off);
+  const int64_t rp_begin = row_tile * plan.row_panels_per_tile;
+  const int64_t rp_end = std::min(rp_begin + plan.row_panels_per_tile, plan.rows_pad / kFp8Mr);
+  const int64_t cp_begin = col_tile * plan.panels_per_tile;
+  const int64_t cp_end = std::min(cp_begin + plan.panels_per_tile, plan.panels);
+  if (plan.prepack_b) {
+    const auto* b = reinterpret_cast<const std::uint32_t*>(ws + plan.b_off);
+    const auto* bs = reinterpret_cast<const float*>(ws + plan.bs_off);
+    for (int64_t kb0 = 0; kb0 < plan.kb_count; kb0 += kKcBlocks) {
+      const int64_t kb1 = std::min(kb0 + kKcBlocks, plan.kb_count);
+      for (int64_t cp = cp_begin; cp < cp_end; ++cp) {
+        MicroPanels(kern, pr, plan, a, as, rp_begin, rp_end, cp,
+                    b + (cp * (plan.kpad / 2) + kb0 * kFp8PairsPerBlock) * kFp8Nr,
+                    bs + (cp * plan.kb_count + kb0) * kFp8Nr, kb0, kb1);
+      }
+    }
+    return;
+  }
+  alignas(64) std::uint32_t b_chunk[kKcBlocks * kFp8PairsPerBlock * kFp8Nr];
+  alignas(64) float bs_chunk[kKcBlocks * kFp8Nr];
+  for (int64_t cp = cp_begin; cp < cp_end; ++cp) {
+    for (int64_t kb0 = 0; kb0 < plan.kb_count; kb0 += kKcBlocks) {
+      const int64_t kb1 = std::min(kb0 + kKcBlocks, plan.kb_count);
+      PackBPanel(kern, pr, cp, kb0, kb1, b_chunk, bs_chunk);
+      PrefetchBChunk(pr, cp, kb1, std::min(kb1 + kKcBlocks, plan.kb_count));
+      MicroPanels(kern, pr, plan, a, as, rp_begin, rp_end, cp, b_chunk, bs_chunk, kb0, kb1);
+    }
+  }
+}
+
+// The calling thread's workspace, kept between calls so that large ones are not mapped and
+// faulted in again every time (it holds the largest size asked for so far).
+std::byte* Workspace(size_t bytes) {
+  thread_local std::unique_ptr<std::byte, FreeDeleter> buffer;
+  thread_local size_t capacity = 0;
+  if (bytes > capacity) {
+    buffer.reset();
+    capacity = (bytes + 4095) / 4096 * 4096;
+    buffer.reset(static_cast<std::byte*>(std::aligned_alloc(64, capacity)));
+    DSV3_KERNEL_CHECK(buffer != nullptr, "FP8 GEMM: cannot allocate a %zu-byte workspace",
+                      capacity);
+  }
+  return buffer.get();
+}
+
+}  // namespace
+
+void RunFp8Gemms(const CpuContext& ctx, const std::vector<Fp8Problem>& problems) {
+  const Fp8GemmKernels& kern = Fp8GemmKernelsFor(ctx);
+  const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
+
+  // Plan: workspace layout, and empty problems handled at once.
+  std::vector<Plan> plans(problems.size());
+  size_t bytes = 0;
+  auto take = [&bytes](size_t n) {
+    const size_t off = bytes;
+    bytes += (n + 63) / 64 * 64;
+    return off;
+  };
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const Fp8Problem& pr = problems[i];
+    Plan& plan = plans[i];
+    if (pr.m == 0 || pr.n == 0) continue;
+    if (pr.k == 0) {
+      if (!pr.accumulate) std::memset(pr.c, 0, sizeof(float) * pr.m * pr.n);
+      continue;
+    }
+    plan.kb_count = NumTiles(pr.k);
+    plan.kpad = plan.kb_count * kQuantTile;
+    plan.rows_pad = RoundUp(pr.m, kFp8Mr);
+    plan.panels = (pr.n + kFp8Nr - 1) / kFp8Nr;
+    plan.a_off = take(sizeof(std::uint16_t) * plan.rows_pad * plan.kpad);
+    plan.as_off = take(sizeof(float) * plan.rows_pad * plan.kb_count);
+    plan.row_panels_per_tile = 32;  // 192 rows
+    plan.panels_per_tile = 4;       // 256 columns
+  }
+  // Smaller tiles while there are too few to keep every thread busy.
+  auto count_tiles = [&] {
+    int64_t n = 0;
+    for (const Plan& plan : plans) n += plan.kb_count > 0 ? plan.row_tiles() * plan.col_tiles() : 0;
+    return n;
+  };
+  while (count_tiles() < 4 * threads) {
+    bool shrunk = false;
+    for (Plan& plan : plans) {
+      if (plan.kb_count == 0) continue;
+      if (plan.panels_per_tile > 1) {
+        plan.panels_per_tile /= 2;
+        shrunk = true;
+      } else if (plan.row_panels_per_tile > 1) {
+        plan.row_panels_per_tile /= 2;
+        shrunk = true;
+      }
+    }
+    if (!shrunk) break;
+  }
+  for (size_t i = 0; i < problems.size(); ++i) {
+    Plan& plan = plans[i];
+    if (plan.kb_count == 0) continue;
+    plan.prepack_b = plan.row_tiles() > 1;
+    if (plan.prepack_b) {
+      plan.b_off = take(sizeof(std::uint32_t) * plan.panels * (plan.kpad / 2) * kFp8Nr);
+      plan.bs_off = take(sizeof(float) * plan.panels * plan.kb_count * kFp8Nr);
+    }
+  }
+
+  std::vector<Item> pack_items, tile_items;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const Plan& plan = plans[i];
+    if (plan.kb_count == 0) continue;
+    const auto p = static_cast<int32_t>(i);
+    if (plan.prepack_b) {
+      for (int64_t j = 0; j < plan.panels; ++j) pack_items.push_back({p, 1, j, 0});
+    }
+    for (int64_t r = 0; r < plan.rows_pad / kFp8Mr; ++r) pack_items.push_back({p, 0, r, 0});
+    for (int64_t r = 0; r < plan.row_tiles(); ++r) {
+      for (int64_t c = 0; c < plan.col_tiles(); ++c) tile_items.push_back({p, 0, r, c});
+    }
+  }
+  if (tile_items.empty()) return;
+
+  std::byte* ws = Workspace(bytes);
+
+  ParallelDynamic(ctx, static_cast<int64_t>(pack_items.size()), [&](int64_t idx) {
+    const Item& item = pack_items[idx];
+    if (item.kind == 1) {
+      PackB(kern, problems[item.problem], plans[item.problem], ws, item.i);
+    } else {
+      PackA(kern, problems[item.problem], plans[item.problem], ws, item.i);
+    }
+  });
+  ParallelDynamic(ctx, static_cast<int64_t>(tile_items.size()), [&](int64_t idx) {
+    const Item& item = tile_items[idx];
+    ComputeTile(kern, problems[item.problem], plans[item.problem], ws, item.i, item.j);
+  });
+}
+
+}  // namespace dsv3::kernels::internal
