@@ -32,10 +32,17 @@ struct ModelConfig {
   int64_t num_nextn_predict_layers = 0;  // MTP depth D
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  // YaRN (`rope_scaling` of type "yarn", spec §2.4, §11.7); rope_scaling_factor 0 means none.
+  double rope_scaling_factor = 0.0;
+  int64_t rope_original_max_position_embeddings = 4096;
+  double rope_beta_fast = 32.0;
+  double rope_beta_slow = 1.0;
+  double rope_mscale = 1.0;  // mscale (== mscale_all_dim; the spec validation requires it)
 
   // Derived quantities used across the project.
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   int64_t num_moe_layers() const { return num_hidden_layers - first_k_dense_replace; }
+  bool has_yarn() const { return rope_scaling_factor > 0; }
   bool is_moe_layer(int64_t layer) const {
     return n_routed_experts > 0 && layer >= first_k_dense_replace;
   }

@@ -722,6 +722,15 @@ ModelConfig ToModelConfig(const v1::ModelSpec& model) {
   DSV3_COPY_IF_SET_(rms_norm_eps);  // default 1e-6
   DSV3_COPY_IF_SET_(rope_theta);    // default 10000
 #undef DSV3_COPY_IF_SET_
+  if (model.has_rope_scaling()) {
+    const v1::RopeScaling& rs = model.rope_scaling();
+    config.rope_scaling_factor = rs.has_factor() ? rs.factor() : 1.0;
+    if (rs.has_original_max_position_embeddings())
+      config.rope_original_max_position_embeddings = rs.original_max_position_embeddings();
+    if (rs.has_beta_fast()) config.rope_beta_fast = rs.beta_fast();
+    if (rs.has_beta_slow()) config.rope_beta_slow = rs.beta_slow();
+    if (rs.has_mscale()) config.rope_mscale = rs.mscale();
+  }
   return config;
 }
 

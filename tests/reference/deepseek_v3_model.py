@@ -286,7 +286,13 @@ class SwiGLU(nn.Module):
         self.down_proj = Linear(inter, dim, mode)
 
     def forward(self, u):
-        return self.down_proj(F.silu(self.gate_proj(u)) * self.up_proj(u))
+        # gate_proj and up_proj run as ONE GEMM over the stacked [2I, d] weight (DeepGEMM's fused
+        # gate+up shape, and what the C++ model does); in fp8 mode the 128x128 weight blocks are
+        # therefore blocks of the stacked matrix. Other modes are unaffected (rows are independent).
+        inter = self.gate_proj.weight.shape[0]
+        w = torch.cat([self.gate_proj.weight, self.up_proj.weight], 0)
+        gate, up = model_numerics.linear(u, w, self.gate_proj.mode).split(inter, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 # ---- RoPE (spec §2.3, §2.4, §11.7) ---------------------------------------------------------------

@@ -1,0 +1,99 @@
+// The feed-forward halves of a block (spec §3): a SwiGLU FFN (the dense FFN of the first layers
+// and the MoE's shared experts) and DeepSeekMoE — router (sigmoid scores, group-limited top-K on
+// bias-corrected scores, gate weights from the unbiased scores), token permutation, the routed
+// experts as grouped GEMMs, the weighted combine, the shared experts, and the sequence-wise balance
+// loss — forward and backward. Inputs are the already-normalised tokens u. Not here: the
+// post-attention RMSNorm and the residual add (decoder_layer.h), expert parallelism.
+#ifndef DSV3_ENGINE_MODEL_FFN_H_
+#define DSV3_ENGINE_MODEL_FFN_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/model_config.h"
+#include "engine/model/layer_common.h"
+#include "engine/model/linear.h"
+#include "engine/model/parameters.h"
+#include "kernels/cpu/router.h"
+
+namespace dsv3::model {
+
+// y = down_proj(silu(gate_proj u) * up_proj u), gate_proj and up_proj fused as one [2I, d] weight
+// (parameters.h keeps them adjacent). `prefix` ends in "mlp." or "mlp.shared_experts.".
+class SwiGluFfn {
+ public:
+  SwiGluFfn(ParameterSet* params, const std::string& prefix, int64_t d, int64_t inter,
+            GemmMode mode);
+
+  struct Cache {
+    std::vector<float> gu;  // [N, 2I] gate|up projection
+    std::vector<float> a;   // [N, I] silu(gate) * up (dropped under recompute)
+  };
+  // u: [n, d]; y: [n, d] overwritten.
+  void Forward(const kernels::CpuContext& ctx, const float* u, int64_t n, float* y, Cache* cache,
+               bool recompute) const;
+  // du = (or +=, with accumulate_du) the input gradient; weight gradients accumulate.
+  void Backward(const kernels::CpuContext& ctx, const float* u, Cache* cache, const float* dy,
+                int64_t n, float* du, bool accumulate_du) const;
+
+ private:
+  int64_t d_, inter_;
+  LinearRef gate_up_, down_;
+};
+
+// How the MoE's loss and counts are taken for one call.
+struct MoeRunOptions {
+  int64_t normalizer_rows = 0;      // rows the balance loss's mean is over (>= shape.rows)
+  double alpha = 1e-4;              // seq_aux_loss_alpha
+  int64_t* load = nullptr;          // [E] routing counts, incremented (nullable)
+  int32_t* experts_out = nullptr;   // [N, K] chosen ids (nullable)
+};
+
+class Moe {
+ public:
+  // `prefix` is "model.layers.{i}.mlp.".
+  Moe(const ModelConfig& config, ParameterSet* params, const std::string& prefix, GemmMode mode);
+
+  struct Cache {
+    std::vector<float> logits;          // [N, E] router logits (FP32)
+    std::vector<int32_t> ids;           // [N, K]
+    std::vector<float> weights;         // [N, K] gate weights
+    std::vector<int64_t> offsets;       // [E + 1]
+    std::vector<int64_t> rows_per_expert;  // [E]
+    std::vector<int32_t> row_token;     // [N * K]
+    std::vector<int32_t> slot_row;      // [N, K]
+    std::vector<float> u_perm;          // [R, d] tokens in expert order
+    std::vector<float> gu;              // [R, 2I]
+    std::vector<float> a;               // [R, I] (dropped under recompute)
+    std::vector<float> eo;              // [R, d] expert outputs (unweighted)
+    SwiGluFfn::Cache shared;
+  };
+
+  // y = sum_k w_k expert_k(u) + shared(u).  u: [N, d]; y: [N, d] overwritten. Returns this call's
+  // share of the balance loss (alpha included, mean over normalizer_rows rows).
+  double Forward(const kernels::CpuContext& ctx, const SeqShape& shape, const float* u, float* y,
+                 Cache* cache, const MoeRunOptions& options, bool recompute) const;
+  // du overwritten with the input gradient (routed + shared + router incl. the balance loss).
+  void Backward(const kernels::CpuContext& ctx, const SeqShape& shape, const float* u,
+                Cache* cache, const float* dy, const MoeRunOptions& options, float* du) const;
+
+  float* bias() const { return bias_; }
+  int64_t n_experts() const { return router_.n_experts; }
+
+ private:
+  kernels::BalanceLossConfig Balance(const SeqShape& shape, const MoeRunOptions& o) const;
+
+  int64_t d_, inter_, top_k_;
+  kernels::RouterConfig router_;
+  const float* gate_w_;
+  float* gate_dw_;
+  float* bias_;
+  GroupedLinearRef gate_up_, down_;
+  std::optional<SwiGluFfn> shared_;  // absent when n_shared_experts == 0
+};
+
+}  // namespace dsv3::model
+
+#endif  // DSV3_ENGINE_MODEL_FFN_H_

@@ -1,0 +1,47 @@
+// Small pieces shared by the model's layers: the shape of a batch inside the model, the RoPE
+// inputs of one sequence length, references to RMSNorm gains, and vector helpers. Internal to
+// engine/model.
+#ifndef DSV3_ENGINE_MODEL_LAYER_COMMON_H_
+#define DSV3_ENGINE_MODEL_LAYER_COMMON_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/context.h"
+#include "kernels/cpu/rope.h"
+
+namespace dsv3::model {
+
+// rows sequences of seq tokens; token (r, t) is row r * seq + t of every [tokens, ...] tensor.
+struct SeqShape {
+  int64_t rows = 0;
+  int64_t seq = 0;
+  int64_t tokens() const { return rows * seq; }
+};
+
+// RoPE for one sequence length: the table for positions [0, seq) and each token's position.
+struct RopeInputs {
+  kernels::RopeTable table;
+  const int32_t* positions = nullptr;  // [tokens]: t of token (r, t)
+  float softmax_scale = 0;
+};
+
+struct NormRef {
+  const float* g = nullptr;  // [dim]
+  float* dg = nullptr;       // [dim], accumulated into
+  int64_t dim = 0;
+  float eps = 1e-6f;
+};
+
+inline std::vector<float> Floats(int64_t n) { return std::vector<float>(static_cast<size_t>(n)); }
+
+// y += x, element-wise over n floats.
+inline void AddInto(const kernels::CpuContext& ctx, const float* x, int64_t n, float* y) {
+  kernels::ParallelFor(ctx, n, 1 << 14, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) y[i] += x[i];
+  });
+}
+
+}  // namespace dsv3::model
+
+#endif  // DSV3_ENGINE_MODEL_LAYER_COMMON_H_
