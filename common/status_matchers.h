@@ -60,4 +60,15 @@ MATCHER_P2(StatusIs, code, message_matcher,
 #define ASSERT_OK(expr) ASSERT_THAT((expr), ::dsv3::testing::IsOk())
 #define EXPECT_OK(expr) EXPECT_THAT((expr), ::dsv3::testing::IsOk())
 
+// ASSERT_OK_AND_ASSIGN(T var, expr): asserts that the StatusOr `expr` is OK and declares `var`
+// (or assigns an existing one) from its value.
+#define DSV3_STATUS_CONCAT_INNER_(a, b) a##b
+#define DSV3_STATUS_CONCAT_(a, b) DSV3_STATUS_CONCAT_INNER_(a, b)
+#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
+  DSV3_ASSERT_OK_AND_ASSIGN_IMPL_(DSV3_STATUS_CONCAT_(status_or_, __LINE__), lhs, expr)
+#define DSV3_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                                   \
+  ASSERT_TRUE(tmp.ok()) << tmp.status();               \
+  lhs = std::move(*tmp)
+
 #endif  // DSV3_COMMON_STATUS_MATCHERS_H_

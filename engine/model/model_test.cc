@@ -1,0 +1,252 @@
+// Tests of the C++ model's own contracts (model.h, parameters.h): recomputation gives the same
+// bits, micro-batch shares add up to the batch, the balance loss at perfect balance, expert-load
+// counting and the bias update, input and config errors, and the initialisation. The numerics
+// against the PyTorch reference are tested by tests/integration/model_eval_test.py.
+#include "engine/model/model.h"
+
+#include <cmath>
+#include <random>
+
+#include "common/status_matchers.h"
+#include "engine/model/parameters.h"
+#include "gtest/gtest.h"
+
+namespace dsv3::model {
+namespace {
+
+ModelConfig SmallConfig() {
+  ModelConfig c;
+  c.vocab_size = 61;
+  c.hidden_size = 40;
+  c.num_hidden_layers = 2;
+  c.first_k_dense_replace = 1;
+  c.intermediate_size = 48;
+  c.moe_intermediate_size = 16;
+  c.n_routed_experts = 8;
+  c.n_shared_experts = 1;
+  c.num_experts_per_tok = 2;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.routed_scaling_factor = 2.5;
+  c.num_attention_heads = 2;
+  c.q_lora_rank = 24;
+  c.kv_lora_rank = 16;
+  c.qk_nope_head_dim = 8;
+  c.qk_rope_head_dim = 4;
+  c.v_head_dim = 8;
+  c.num_nextn_predict_layers = 1;
+  return c;
+}
+
+std::vector<int32_t> RandomTokens(int64_t rows, int64_t seq, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(rows * (seq + 1)));
+  for (int32_t& x : t) x = static_cast<int32_t>(rng() % vocab);
+  return t;
+}
+
+std::unique_ptr<Model> MakeModel(const ModelConfig& c, Precision p, bool recompute,
+                                 uint64_t seed = 7) {
+  ModelOptions o;
+  o.precision = p;
+  o.recompute = recompute;
+  absl::StatusOr<std::unique_ptr<Model>> m = Model::Create(c, o, nullptr);
+  EXPECT_TRUE(m.ok()) << m.status();
+  InitParameters(seed, 0.05, &(*m)->parameters());
+  return std::move(*m);
+}
+
+double RelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+TEST(ModelTest, RecomputationGivesTheSameBits) {
+  for (Precision p : {Precision::kFp32, Precision::kFp8}) {
+    SCOPED_TRACE(PrecisionName(p));
+    const ModelConfig c = SmallConfig();
+    std::unique_ptr<Model> plain = MakeModel(c, p, false);
+    std::unique_ptr<Model> recompute = MakeModel(c, p, true);
+    const std::vector<int32_t> tokens = RandomTokens(3, 9, c.vocab_size, 1);
+    const TokenRows batch{tokens.data(), 3, 9};
+    ASSERT_OK_AND_ASSIGN(LossTerms a, plain->Run(batch, {}));
+    ASSERT_OK_AND_ASSIGN(LossTerms b, recompute->Run(batch, {}));
+    EXPECT_EQ(a.loss, b.loss);
+    EXPECT_EQ(plain->parameters().grads, recompute->parameters().grads);
+  }
+}
+
+TEST(ModelTest, MicroBatchSharesAddUpToTheBatch) {
+  const ModelConfig c = SmallConfig();
+  std::unique_ptr<Model> whole = MakeModel(c, Precision::kFp32, false);
+  std::unique_ptr<Model> split = MakeModel(c, Precision::kFp32, false);
+  const int64_t rows = 4, seq = 7;
+  const std::vector<int32_t> tokens = RandomTokens(rows, seq, c.vocab_size, 2);
+  ASSERT_OK_AND_ASSIGN(LossTerms all, whole->Run({tokens.data(), rows, seq}, {}));
+  LossTerms sum;
+  for (int64_t half = 0; half < 2; ++half) {
+    RunOptions o;
+    o.normalizer_rows = rows;
+    ASSERT_OK_AND_ASSIGN(LossTerms part,
+                         split->Run({tokens.data() + half * 2 * (seq + 1), 2, seq}, o));
+    sum.loss += part.loss;
+    sum.main_loss += part.main_loss;
+    sum.mtp_loss += part.mtp_loss;
+    sum.balance_loss += part.balance_loss;
+  }
+  EXPECT_NEAR(sum.loss, all.loss, 1e-6 * all.loss);
+  EXPECT_NEAR(sum.main_loss, all.main_loss, 1e-6 * all.main_loss);
+  EXPECT_NEAR(sum.mtp_loss, all.mtp_loss, 1e-6 * all.mtp_loss);
+  EXPECT_NEAR(sum.balance_loss, all.balance_loss, 1e-9 * all.balance_loss);
+  EXPECT_LT(RelativeDifference(split->parameters().grads, whole->parameters().grads), 1e-5);
+  EXPECT_EQ(split->expert_loads(), whole->expert_loads());
+}
+
+TEST(ModelTest, BalanceLossIsAlphaPerMoeLayerWhenScoresAreEqual) {
+  // With every router weight zero all sigmoid scores are 0.5, so P_i = 1/E and
+  // sum_i f_i P_i = 1 whatever f is: each MoE layer (the MTP one too) contributes exactly alpha.
+  const ModelConfig c = SmallConfig();
+  std::unique_ptr<Model> m = MakeModel(c, Precision::kFp32, false);
+  ParameterSet& p = m->parameters();
+  for (const ParamInfo& info : p.layout.params()) {
+    if (info.name.ends_with("mlp.gate.weight")) {
+      std::fill(p.values.begin() + info.offset, p.values.begin() + info.offset + info.size, 0.f);
+    }
+  }
+  const std::vector<int32_t> tokens = RandomTokens(2, 6, c.vocab_size, 3);
+  ASSERT_OK_AND_ASSIGN(LossTerms l, m->Run({tokens.data(), 2, 6}, {.backward = false}));
+  ASSERT_EQ(m->num_moe_layers(), 2);
+  EXPECT_NEAR(l.balance_loss, 2 * 1e-4, 1e-15);
+}
+
+TEST(ModelTest, LoadsCountEveryAssignmentAndDriveTheBiasUpdate) {
+  const ModelConfig c = SmallConfig();
+  std::unique_ptr<Model> m = MakeModel(c, Precision::kFp32, false);
+  const int64_t rows = 2, seq = 8;
+  const std::vector<int32_t> tokens = RandomTokens(rows, seq, c.vocab_size, 4);
+  ASSERT_OK(m->Run({tokens.data(), rows, seq}, {.backward = false, .count_loads = false}).status());
+  for (int64_t x : m->expert_loads()) EXPECT_EQ(x, 0);
+  ASSERT_OK(m->Run({tokens.data(), rows, seq}, {}).status());
+  const std::vector<int64_t> loads = m->expert_loads();
+  const int64_t e = c.n_routed_experts;
+  const int64_t tokens_per_layer[2] = {rows * seq, rows * (seq - 1)};  // main, MTP
+  for (int64_t layer = 0; layer < 2; ++layer) {
+    int64_t sum = 0;
+    for (int64_t j = 0; j < e; ++j) sum += loads[layer * e + j];
+    EXPECT_EQ(sum, tokens_per_layer[layer] * c.num_experts_per_tok);
+  }
+  const float gamma = 0.25f;
+  const ParameterSet& p = m->parameters();
+  const std::vector<float> before = p.values;
+  m->ApplyBiasUpdate(gamma);
+  const char* names[2] = {"model.layers.1.mlp.gate.e_score_correction_bias",
+                          "model.layers.2.mlp.gate.e_score_correction_bias"};
+  for (int64_t layer = 0; layer < 2; ++layer) {
+    const int64_t off = p.layout.OffsetOf(names[layer]);
+    int64_t sum = 0;
+    for (int64_t j = 0; j < e; ++j) sum += loads[layer * e + j];
+    for (int64_t j = 0; j < e; ++j) {
+      const int64_t cmp = loads[layer * e + j] * e - sum;  // > 0: overloaded
+      const float want = before[off + j] + (cmp > 0 ? -gamma : cmp < 0 ? gamma : 0.0f);
+      EXPECT_EQ(p.values[off + j], want) << names[layer] << " expert " << j;
+    }
+  }
+  for (int64_t x : m->expert_loads()) EXPECT_EQ(x, 0);
+  // Nothing else changed.
+  for (const ParamInfo& info : p.layout.params()) {
+    if (info.trainable) {
+      for (int64_t i = 0; i < info.size; ++i) {
+        ASSERT_EQ(p.values[info.offset + i], before[info.offset + i]) << info.name;
+      }
+    }
+  }
+}
+
+TEST(ModelTest, RejectsBadTokensWithTheirPosition) {
+  const ModelConfig c = SmallConfig();
+  std::unique_ptr<Model> m = MakeModel(c, Precision::kFp32, false);
+  std::vector<int32_t> tokens = RandomTokens(2, 4, c.vocab_size, 5);
+  tokens[5 + 3] = static_cast<int32_t>(c.vocab_size);
+  absl::StatusOr<LossTerms> r = m->Run({tokens.data(), 2, 4}, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("row 1, column 3"), std::string::npos) << r.status();
+  tokens[8] = 0;
+  r = m->Run({tokens.data(), 2, 1}, {});  // MTP needs T >= 2
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  r = m->Run({tokens.data(), 2, 4}, {.normalizer_rows = 1});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  for (float g : m->parameters().grads) ASSERT_EQ(g, 0.0f);
+}
+
+TEST(ModelTest, RejectsConfigsItCannotRun) {
+  ModelConfig c = SmallConfig();
+  c.qk_rope_head_dim = 5;
+  EXPECT_EQ(Model::Create(c, {}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
+  c.num_nextn_predict_layers = 2;
+  EXPECT_EQ(Model::Create(c, {}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
+  c.topk_group = 5;
+  EXPECT_EQ(Model::Create(c, {}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
+  c.num_experts_per_tok = 5;  // 2 groups of 2 experts reach only 4
+  EXPECT_EQ(Model::Create(c, {}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ParametersTest, LayoutIsContiguousAndFusesGateUp) {
+  const ModelConfig c = SmallConfig();
+  const ParameterLayout layout = ParameterLayout::Build(c);
+  std::vector<int> covered(static_cast<size_t>(layout.total_size()), 0);
+  for (const ParamInfo& p : layout.params()) {
+    for (int64_t i = 0; i < p.size; ++i) ++covered[p.offset + i];
+  }
+  for (int x : covered) ASSERT_EQ(x, 1);  // every element belongs to exactly one tensor
+  const int64_t gate = layout.OffsetOf("model.layers.1.mlp.experts.3.gate_proj.weight");
+  EXPECT_EQ(layout.OffsetOf("model.layers.1.mlp.experts.3.up_proj.weight"),
+            gate + c.moe_intermediate_size * c.hidden_size);
+  EXPECT_EQ(layout.OffsetOf("model.layers.1.mlp.experts.4.gate_proj.weight"),
+            gate + 2 * c.moe_intermediate_size * c.hidden_size);
+  EXPECT_EQ(layout.OffsetOf("model.layers.0.mlp.up_proj.weight"),
+            layout.OffsetOf("model.layers.0.mlp.gate_proj.weight") +
+                c.intermediate_size * c.hidden_size);
+  const ParamInfo* bias = layout.Find("model.layers.2.mlp.gate.e_score_correction_bias");
+  ASSERT_NE(bias, nullptr);
+  EXPECT_FALSE(bias->trainable);
+  EXPECT_FALSE(bias->weight_decay);
+  EXPECT_FALSE(layout.Find("model.layers.2.enorm.weight")->weight_decay);
+  EXPECT_TRUE(layout.Find("lm_head.weight")->weight_decay);
+  EXPECT_EQ(layout.Find("nope"), nullptr);
+}
+
+TEST(ParametersTest, InitialisationFollowsTheSpecAndIsDeterministic) {
+  const ModelConfig c = SmallConfig();
+  ParameterSet a(ParameterLayout::Build(c)), b(ParameterLayout::Build(c));
+  InitParameters(11, 0.006, &a);
+  InitParameters(11, 0.006, &b);
+  EXPECT_EQ(a.values, b.values);
+  double sum_sq = 0;
+  int64_t count = 0;
+  for (const ParamInfo& p : a.layout.params()) {
+    for (int64_t i = 0; i < p.size; ++i) {
+      const float v = a.values[p.offset + i];
+      if (p.is_norm) {
+        ASSERT_EQ(v, 1.0f) << p.name;
+      } else if (!p.trainable) {
+        ASSERT_EQ(v, 0.0f) << p.name;
+      } else {
+        sum_sq += double(v) * v;
+        ++count;
+      }
+    }
+  }
+  EXPECT_NEAR(std::sqrt(sum_sq / count), 0.006, 0.0002);
+  InitParameters(12, 0.006, &b);
+  EXPECT_NE(a.values, b.values);
+}
+
+}  // namespace
+}  // namespace dsv3::model
