@@ -383,6 +383,9 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
     kernels::RmsNormForward(ctx, {nm, d, 0, 0}, xm1.data(), shn.g, shn.eps, hm.data(), nullptr);
     mlogits = Floats(nm * v);
     LinearForward(ctx, head, hm.data(), nm, mlogits.data());
+    if (opts.mtp_logits != nullptr) {
+      std::memcpy(opts.mtp_logits, mlogits.data(), nm * v * sizeof(float));
+    }
     kernels::CrossEntropyOptions mce;
     mce.count = nr * tm;
     mce.grad_scale = lambda;

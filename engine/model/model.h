@@ -67,8 +67,11 @@ struct RunOptions {
   //   logits:  [rows, T, V] FP32, the main head's logits
   //   experts: [moe layers (main layers in order, then MTP), rows * T, K] int32 chosen ids in slot
   //            order; in the MTP layer row r*T + T-1 is all -1
+  //   mtp_logits: [rows, T-1, V] FP32, the MTP head's logits (position i predicts t_{i+2});
+  //            ignored without MTP
   float* logits = nullptr;
   int32_t* experts = nullptr;
+  float* mtp_logits = nullptr;
 };
 
 class Model {

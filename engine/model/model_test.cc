@@ -166,6 +166,34 @@ TEST(ModelTest, LoadsCountEveryAssignmentAndDriveTheBiasUpdate) {
   }
 }
 
+TEST(ModelTest, WritesLogitsWhoseCrossEntropyIsTheLoss) {
+  const ModelConfig c = SmallConfig();
+  std::unique_ptr<Model> m = MakeModel(c, Precision::kFp32, false);
+  const int64_t rows = 2, seq = 5, v = c.vocab_size;
+  const std::vector<int32_t> tokens = RandomTokens(rows, seq, v, 6);
+  std::vector<float> logits(rows * seq * v), mtp_logits(rows * (seq - 1) * v);
+  RunOptions o;
+  o.backward = false;
+  o.logits = logits.data();
+  o.mtp_logits = mtp_logits.data();
+  ASSERT_OK_AND_ASSIGN(LossTerms l, m->Run({tokens.data(), rows, seq}, o));
+  // Mean cross-entropy of `lg` [count, v] against targets t_{i+shift} of each row.
+  auto mean_ce = [&](const std::vector<float>& lg, int64_t per_row, int64_t shift) {
+    double sum = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < per_row; ++i) {
+        const float* x = lg.data() + (r * per_row + i) * v;
+        double z = 0;
+        for (int64_t j = 0; j < v; ++j) z += std::exp(double(x[j]));
+        sum += std::log(z) - x[tokens[r * (seq + 1) + i + shift]];
+      }
+    }
+    return sum / (rows * per_row);
+  };
+  EXPECT_NEAR(mean_ce(logits, seq, 1), l.main_loss, 1e-5);
+  EXPECT_NEAR(mean_ce(mtp_logits, seq - 1, 2), l.mtp_loss, 1e-5);
+}
+
 TEST(ModelTest, RejectsBadTokensWithTheirPosition) {
   const ModelConfig c = SmallConfig();
   std::unique_ptr<Model> m = MakeModel(c, Precision::kFp32, false);
