@@ -42,7 +42,7 @@ double DecoderLayer::Forward(const kernels::CpuContext& ctx, const SeqShape& sha
   AddInto(ctx, c->x_mid.data(), n * d_, x_out);
   // The MoE backward needs u for the router and shared experts; the dense one for gate|up. Under
   // recompute it is rebuilt from x_mid.
-  if (recompute) std::vector<float>().swap(c->u);
+  if (recompute) FloatBuffer().swap(c->u);
   return balance;
 }
 
@@ -55,14 +55,14 @@ void DecoderLayer::Backward(const kernels::CpuContext& ctx, const SeqShape& shap
     kernels::RmsNormForward(ctx, {n, d_, 0, 0}, c->x_mid.data(), post_norm_.g, post_norm_.eps,
                             c->u.data(), nullptr);
   }
-  std::vector<float> du = Floats(n * d_);
+  FloatBuffer du = Floats(n * d_);
   if (moe_) {
     moe_->Backward(ctx, shape, c->u.data(), &c->moe, dx_out, moe, du.data());
   } else {
     dense_->Backward(ctx, c->u.data(), &c->dense, dx_out, n, du.data(), false);
   }
   // d(x_mid) = dx_out + RMSNorm backward of du; it is also the attention's output gradient.
-  std::vector<float> dmid = Floats(n * d_);
+  FloatBuffer dmid = Floats(n * d_);
   kernels::RmsNormBackward(ctx, {n, d_, 0, 0}, c->x_mid.data(), post_norm_.g, nullptr, du.data(),
                            post_norm_.eps, dmid.data(), post_norm_.dg);
   AddInto(ctx, dx_out, n * d_, dmid.data());

@@ -24,8 +24,8 @@ class DecoderLayer {
 
   struct Cache {
     Mla::Cache attn;
-    std::vector<float> x_mid;  // [N, d] the residual after attention
-    std::vector<float> u;      // [N, d] post_attention_layernorm(x_mid) (dropped under recompute)
+    FloatBuffer x_mid;  // [N, d] the residual after attention
+    FloatBuffer u;      // [N, d] post_attention_layernorm(x_mid) (dropped under recompute)
     SwiGluFfn::Cache dense;
     Moe::Cache moe;
   };

@@ -10,7 +10,7 @@ namespace {
 
 using kernels::CpuContext;
 
-void Free(std::vector<float>* v) { std::vector<float>().swap(*v); }
+void Free(FloatBuffer* v) { FloatBuffer().swap(*v); }
 
 }  // namespace
 
@@ -40,10 +40,10 @@ void SwiGluFfn::Backward(const CpuContext& ctx, const float* u, Cache* c, const 
     c->a = Floats(n * inter_);
     kernels::SwiGluForward(ctx, c->gu.data(), n, inter_, c->a.data());
   }
-  std::vector<float> da = Floats(n * inter_);
+  FloatBuffer da = Floats(n * inter_);
   LinearBackward(ctx, down_, c->a.data(), dy, n, da.data(), false);
   Free(&c->a);
-  std::vector<float> dgu = Floats(n * 2 * inter_);
+  FloatBuffer dgu = Floats(n * 2 * inter_);
   kernels::SwiGluBackward(ctx, c->gu.data(), da.data(), n, inter_, dgu.data());
   LinearBackward(ctx, gate_up_, u, dgu.data(), n, du, accumulate_du);
 }
@@ -122,7 +122,7 @@ double Moe::Forward(const CpuContext& ctx, const SeqShape& shape, const float* u
   kernels::UnpermuteForward(ctx, c->eo.data(), rows, c->weights.data(), c->slot_row.data(), n,
                             top_k_, d_, y);
   if (shared_) {
-    std::vector<float> ys = Floats(n * d_);
+    FloatBuffer ys = Floats(n * d_);
     shared_->Forward(ctx, u, n, ys.data(), &c->shared, recompute);
     AddInto(ctx, ys.data(), n * d_, y);
   }
@@ -140,33 +140,33 @@ void Moe::Backward(const CpuContext& ctx, const SeqShape& shape, const float* u,
     std::fill(du, du + n * d_, 0.0f);
   }
 
-  std::vector<float> d_eo = Floats(rows * d_);
-  std::vector<float> dw = Floats(n * top_k_);
+  FloatBuffer d_eo = Floats(rows * d_);
+  FloatBuffer dw = Floats(n * top_k_);
   kernels::UnpermuteBackward(ctx, dy, c->eo.data(), rows, c->weights.data(), c->slot_row.data(),
                              n, top_k_, d_, d_eo.data(), dw.data());
   if (c->a.empty()) {
     c->a = Floats(rows * inter_);
     kernels::SwiGluForward(ctx, c->gu.data(), rows, inter_, c->a.data());
   }
-  std::vector<float> da = Floats(rows * inter_);
+  FloatBuffer da = Floats(rows * inter_);
   GroupedLinearBackward(ctx, down_, c->a.data(), d_eo.data(), c->rows_per_expert.data(), rows,
                         da.data());
   Free(&d_eo);
   Free(&c->a);
-  std::vector<float> dgu = Floats(rows * 2 * inter_);
+  FloatBuffer dgu = Floats(rows * 2 * inter_);
   kernels::SwiGluBackward(ctx, c->gu.data(), da.data(), rows, inter_, dgu.data());
   Free(&da);
-  std::vector<float> du_perm = Floats(rows * d_);
+  FloatBuffer du_perm = Floats(rows * d_);
   GroupedLinearBackward(ctx, gate_up_, c->u_perm.data(), dgu.data(), c->rows_per_expert.data(),
                         rows, du_perm.data());
   Free(&dgu);
-  std::vector<float> du_routed = Floats(n * d_);
+  FloatBuffer du_routed = Floats(n * d_);
   kernels::PermuteBackward(ctx, du_perm.data(), rows, c->slot_row.data(), n, top_k_, d_,
                            du_routed.data());
   AddInto(ctx, du_routed.data(), n * d_, du);
 
   // Router: gate weights and the balance loss, then the FP32 router GEMM's gradients.
-  std::vector<float> dlogits = Floats(n * e);
+  FloatBuffer dlogits = Floats(n * e);
   kernels::RouterBackward(ctx, router_, c->logits.data(), c->ids.data(), dw.data(), n,
                           dlogits.data());
   kernels::SequenceBalanceLoss(ctx, Balance(shape, o), c->logits.data(), dlogits.data());

@@ -28,8 +28,8 @@ class SwiGluFfn {
             GemmMode mode);
 
   struct Cache {
-    std::vector<float> gu;  // [N, 2I] gate|up projection
-    std::vector<float> a;   // [N, I] silu(gate) * up (dropped under recompute)
+    FloatBuffer gu;  // [N, 2I] gate|up projection
+    FloatBuffer a;   // [N, I] silu(gate) * up (dropped under recompute)
   };
   // u: [n, d]; y: [n, d] overwritten.
   void Forward(const kernels::CpuContext& ctx, const float* u, int64_t n, float* y, Cache* cache,
@@ -57,17 +57,17 @@ class Moe {
   Moe(const ModelConfig& config, ParameterSet* params, const std::string& prefix, GemmMode mode);
 
   struct Cache {
-    std::vector<float> logits;          // [N, E] router logits (FP32)
+    FloatBuffer logits;          // [N, E] router logits (FP32)
     std::vector<int32_t> ids;           // [N, K]
-    std::vector<float> weights;         // [N, K] gate weights
+    FloatBuffer weights;         // [N, K] gate weights
     std::vector<int64_t> offsets;       // [E + 1]
     std::vector<int64_t> rows_per_expert;  // [E]
     std::vector<int32_t> row_token;     // [N * K]
     std::vector<int32_t> slot_row;      // [N, K]
-    std::vector<float> u_perm;          // [R, d] tokens in expert order
-    std::vector<float> gu;              // [R, 2I]
-    std::vector<float> a;               // [R, I] (dropped under recompute)
-    std::vector<float> eo;              // [R, d] expert outputs (unweighted)
+    FloatBuffer u_perm;          // [R, d] tokens in expert order
+    FloatBuffer gu;              // [R, 2I]
+    FloatBuffer a;               // [R, I] (dropped under recompute)
+    FloatBuffer eo;              // [R, d] expert outputs (unweighted)
     SwiGluFfn::Cache shared;
   };
 

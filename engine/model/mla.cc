@@ -22,7 +22,7 @@ LinearRef Lin(ParameterSet* params, const std::string& name, int64_t n, int64_t 
   return LinearRef{params->value(name), params->grad(name), n, k, mode};
 }
 
-void Free(std::vector<float>* v) { std::vector<float>().swap(*v); }
+void Free(FloatBuffer* v) { FloatBuffer().swap(*v); }
 
 }  // namespace
 
@@ -80,7 +80,7 @@ void Mla::Project(const CpuContext& ctx, const SeqShape& shape, const RopeInputs
   LinearForward(ctx, kv_b_, c->ckv.data(), n, c->kv.data());
 
   // The shared rope key, rotated once per token, then copied into every head.
-  std::vector<float> kr = Floats(n * dr_);
+  FloatBuffer kr = Floats(n * dr_);
   for (int64_t t = 0; t < n; ++t) {
     std::memcpy(kr.data() + t * dr_, c->kva.data() + t * kva_w + kv_lora_, dr_ * sizeof(float));
   }
@@ -121,7 +121,7 @@ void Mla::Forward(const CpuContext& ctx, const SeqShape& shape, const RopeInputs
                             c->lse.data());
   LinearForward(ctx, o_proj_, c->o.data(), n, out);
   if (recompute) {
-    for (std::vector<float>* v : {&c->h, &c->cqn, &c->q, &c->ckv, &c->kv, &c->k, &c->v}) Free(v);
+    for (FloatBuffer* v : {&c->h, &c->cqn, &c->q, &c->ckv, &c->kv, &c->k, &c->v}) Free(v);
   }
 }
 
@@ -132,19 +132,19 @@ void Mla::Backward(const CpuContext& ctx, const SeqShape& shape, const RopeInput
   const int64_t kva_w = kv_lora_ + dr_;
   if (c->q.empty()) Project(ctx, shape, rope, x, c);  // recompute mode
 
-  std::vector<float> d_o = Floats(n * heads_ * dv_);
+  FloatBuffer d_o = Floats(n * heads_ * dv_);
   LinearBackward(ctx, o_proj_, c->o.data(), dout, n, d_o.data(), false);
-  std::vector<float> dq = Floats(n * heads_ * dqk);
-  std::vector<float> dk = Floats(n * heads_ * dqk);
-  std::vector<float> dvv = Floats(n * heads_ * dv_);
+  FloatBuffer dq = Floats(n * heads_ * dqk);
+  FloatBuffer dk = Floats(n * heads_ * dqk);
+  FloatBuffer dvv = Floats(n * heads_ * dv_);
   kernels::AttentionParams ap{shape.rows, shape.seq, heads_, dqk, dv_, rope.softmax_scale};
   kernels::AttentionBackward(ctx, ap, c->q.data(), c->k.data(), c->v.data(), c->o.data(),
                              c->lse.data(), d_o.data(), dq.data(), dk.data(), dvv.data());
   Free(&d_o);
 
   // Split the key/value gradients back into kv_b_proj's output and the shared rope key.
-  std::vector<float> d_kv = Floats(n * heads_ * (dn_ + dv_));
-  std::vector<float> d_kva = Floats(n * kva_w);
+  FloatBuffer d_kv = Floats(n * heads_ * (dn_ + dv_));
+  FloatBuffer d_kva = Floats(n * kva_w);
   kernels::ParallelFor(ctx, n, 16, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       float* kr = d_kva.data() + t * kva_w + kv_lora_;
@@ -165,25 +165,25 @@ void Mla::Backward(const CpuContext& ctx, const SeqShape& shape, const RopeInput
   kernels::RopeBackward(ctx, rope.table, rope.positions, {n, heads_, dr_, heads_ * dqk, dqk},
                         dq.data() + dn_);
 
-  std::vector<float> d_ckv = Floats(n * kv_lora_);
+  FloatBuffer d_ckv = Floats(n * kv_lora_);
   LinearBackward(ctx, kv_b_, c->ckv.data(), d_kv.data(), n, d_ckv.data(), false);
   Free(&d_kv);
   // d_kva[:, :kv_lora] = RMSNorm backward (the rope columns already hold their gradient).
   kernels::RmsNormBackward(ctx, {n, kv_lora_, kva_w, kv_lora_}, c->kva.data(), kv_norm_.g,
                            nullptr, d_ckv.data(), kv_norm_.eps, d_kva.data(), kv_norm_.dg);
-  std::vector<float> dh = Floats(n * d_);
+  FloatBuffer dh = Floats(n * d_);
   LinearBackward(ctx, kv_a_, c->h.data(), d_kva.data(), n, dh.data(), false);
   if (q_lora_ > 0) {
-    std::vector<float> d_cqn = Floats(n * q_lora_);
+    FloatBuffer d_cqn = Floats(n * q_lora_);
     LinearBackward(ctx, q_b_, c->cqn.data(), dq.data(), n, d_cqn.data(), false);
-    std::vector<float> d_cq = Floats(n * q_lora_);
+    FloatBuffer d_cq = Floats(n * q_lora_);
     kernels::RmsNormBackward(ctx, {n, q_lora_, 0, 0}, c->cq.data(), q_norm_.g, nullptr,
                              d_cqn.data(), q_norm_.eps, d_cq.data(), q_norm_.dg);
     LinearBackward(ctx, q_a_, c->h.data(), d_cq.data(), n, dh.data(), true);
   } else {
     LinearBackward(ctx, q_proj_, c->h.data(), dq.data(), n, dh.data(), true);
   }
-  std::vector<float> dxn = Floats(n * d_);
+  FloatBuffer dxn = Floats(n * d_);
   kernels::RmsNormBackward(ctx, {n, d_, 0, 0}, x, input_norm_.g, nullptr, dh.data(),
                            input_norm_.eps, dxn.data(), input_norm_.dg);
   AddInto(ctx, dxn.data(), n * d_, dx);

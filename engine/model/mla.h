@@ -27,17 +27,17 @@ class Mla {
   // What the backward needs. Kept always: the norm's rstd, the a-projections' outputs, the
   // attention output and its log-sum-exp. The rest is dropped under recompute.
   struct Cache {
-    std::vector<float> h;    // [N, d] input_layernorm(x)                       (recomputable)
-    std::vector<float> cq;   // [N, q_lora] q_a_proj(h) (q_lora > 0)
-    std::vector<float> cqn;  // [N, q_lora] q_a_layernorm(cq)                    (recomputable)
-    std::vector<float> q;    // [N, H, dqk] queries with RoPE applied            (recomputable)
-    std::vector<float> kva;  // [N, kv_lora + d_rope] kv_a_proj_with_mqa(h)
-    std::vector<float> ckv;  // [N, kv_lora] kv_a_layernorm(c_kv)                (recomputable)
-    std::vector<float> kv;   // [N, H, dn + dv] kv_b_proj(ckv)                   (recomputable)
-    std::vector<float> k;    // [N, H, dqk] assembled keys (rope key broadcast)  (recomputable)
-    std::vector<float> v;    // [N, H, dv]                                       (recomputable)
-    std::vector<float> o;    // [N, H, dv] attention output (o_proj input)
-    std::vector<float> lse;  // [rows, H, seq]
+    FloatBuffer h;    // [N, d] input_layernorm(x)                       (recomputable)
+    FloatBuffer cq;   // [N, q_lora] q_a_proj(h) (q_lora > 0)
+    FloatBuffer cqn;  // [N, q_lora] q_a_layernorm(cq)                    (recomputable)
+    FloatBuffer q;    // [N, H, dqk] queries with RoPE applied            (recomputable)
+    FloatBuffer kva;  // [N, kv_lora + d_rope] kv_a_proj_with_mqa(h)
+    FloatBuffer ckv;  // [N, kv_lora] kv_a_layernorm(c_kv)                (recomputable)
+    FloatBuffer kv;   // [N, H, dn + dv] kv_b_proj(ckv)                   (recomputable)
+    FloatBuffer k;    // [N, H, dqk] assembled keys (rope key broadcast)  (recomputable)
+    FloatBuffer v;    // [N, H, dv]                                       (recomputable)
+    FloatBuffer o;    // [N, H, dv] attention output (o_proj input)
+    FloatBuffer lse;  // [rows, H, seq]
   };
 
   // out = o_proj(attention(x)) for the pre-norm residual x: [N, d]; out: [N, d] (overwritten).

@@ -274,7 +274,7 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
     }
   }
   const int64_t half = c.qk_rope_head_dim / 2;
-  std::vector<float> cos = Floats(t * half), sin = Floats(t * half);
+  FloatBuffer cos = Floats(t * half), sin = Floats(t * half);
   kernels::BuildRopeTable(ctx, theta.data(), half, t, cos.data(), sin.data());
   const RopeInputs rope{{cos.data(), sin.data(), t, half}, positions.data(), softmax_scale};
 
@@ -291,7 +291,7 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
   const float* embed = params.value("model.embed_tokens.weight");
   float* d_embed = params.grad("model.embed_tokens.weight");
   const SeqShape shape{b, t};
-  std::vector<std::vector<float>> xs(layers.size() + 1);  // xs[i]: input of layer i
+  std::vector<FloatBuffer> xs(layers.size() + 1);  // xs[i]: input of layer i
   xs[0] = Floats(n * d);
   kernels::EmbeddingForward(ctx, embed, v, d, inputs.data(), n, xs[0].data());
   std::vector<DecoderLayer::Cache> caches(layers.size());
@@ -308,15 +308,15 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
     out.balance_loss += layers[i].Forward(ctx, shape, rope, xs[i].data(), xs[i + 1].data(),
                                           &caches[i], layer_moe[i], recompute);
   }
-  const std::vector<float>& h_last = xs.back();
+  const FloatBuffer& h_last = xs.back();
 
   // ---- Head and main loss ----
   const NormRef final_norm = Norm("model.norm.weight");
-  std::vector<float> hn = Floats(n * d);
+  FloatBuffer hn = Floats(n * d);
   kernels::RmsNormForward(ctx, {n, d, 0, 0}, h_last.data(), final_norm.g, final_norm.eps,
                           hn.data(), nullptr);
   const LinearRef head = Head();
-  std::vector<float> logits = Floats(n * v);
+  FloatBuffer logits = Floats(n * v);
   LinearForward(ctx, head, hn.data(), n, logits.data());
   if (opts.logits != nullptr) std::memcpy(opts.logits, logits.data(), n * v * sizeof(float));
   kernels::CrossEntropyOptions ce;
@@ -331,7 +331,7 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
   const SeqShape mshape{b, tm};
   const std::string mp = absl::StrCat("model.layers.", c.num_hidden_layers, ".");
   std::vector<int32_t> next_ids, mtp_targets, mtp_positions;
-  std::vector<float> emb_next, h_prev, cat, xm0, xm1, hm, mlogits;
+  FloatBuffer emb_next, h_prev, cat, xm0, xm1, hm, mlogits;
   DecoderLayer::Cache mcache;
   MoeRunOptions mtp_moe;
   RopeInputs mrope = rope;
@@ -396,28 +396,28 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
   if (!backward) return out;
 
   // ---- Backward: MTP, head, blocks in reverse, embedding ----
-  std::vector<float> d_hlast = Floats(n * d);
+  FloatBuffer d_hlast = Zeros(n * d);  // MTP fills rows 0..T-2 of each sequence, not T-1
   if (has_mtp) {
     const NormRef shn = Norm(mp + "shared_head.norm.weight");
-    std::vector<float> d_hm = Floats(nm * d);
+    FloatBuffer d_hm = Floats(nm * d);
     LinearBackward(ctx, head, hm.data(), mlogits.data(), nm, d_hm.data(), false);
-    std::vector<float>().swap(mlogits);
-    std::vector<float> d_xm1 = Floats(nm * d);
+    FloatBuffer().swap(mlogits);
+    FloatBuffer d_xm1 = Floats(nm * d);
     kernels::RmsNormBackward(ctx, {nm, d, 0, 0}, xm1.data(), shn.g, nullptr, d_hm.data(), shn.eps,
                              d_xm1.data(), shn.dg);
-    std::vector<float> d_xm0 = Floats(nm * d);
+    FloatBuffer d_xm0 = Floats(nm * d);
     mtp->Backward(ctx, mshape, mrope, xm0.data(), &mcache, d_xm1.data(), mtp_moe, d_xm0.data());
     const LinearRef eh{params.value(mp + "eh_proj.weight"), params.grad(mp + "eh_proj.weight"), d,
                        2 * d, block_mode};
-    std::vector<float> d_cat = Floats(nm * 2 * d);
+    FloatBuffer d_cat = Floats(nm * 2 * d);
     LinearBackward(ctx, eh, cat.data(), d_xm0.data(), nm, d_cat.data(), false);
     const NormRef enorm = Norm(mp + "enorm.weight");
     const NormRef hnorm = Norm(mp + "hnorm.weight");
-    std::vector<float> d_emb = Floats(nm * d);
+    FloatBuffer d_emb = Floats(nm * d);
     kernels::RmsNormBackward(ctx, {nm, d, d, 2 * d}, emb_next.data(), enorm.g, nullptr,
                              d_cat.data(), enorm.eps, d_emb.data(), enorm.dg);
     kernels::EmbeddingBackward(ctx, d_emb.data(), next_ids.data(), nm, v, d, d_embed);
-    std::vector<float> d_hprev = Floats(nm * d);
+    FloatBuffer d_hprev = Floats(nm * d);
     kernels::RmsNormBackward(ctx, {nm, d, d, 2 * d}, h_prev.data(), hnorm.g, nullptr,
                              d_cat.data() + d, hnorm.eps, d_hprev.data(), hnorm.dg);
     for (int64_t r = 0; r < b; ++r) {
@@ -426,16 +426,16 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
     }
   }
   {
-    std::vector<float> d_hn = Floats(n * d);
+    FloatBuffer d_hn = Floats(n * d);
     LinearBackward(ctx, head, hn.data(), logits.data(), n, d_hn.data(), false);
-    std::vector<float>().swap(logits);
-    std::vector<float> d_h = Floats(n * d);
+    FloatBuffer().swap(logits);
+    FloatBuffer d_h = Floats(n * d);
     kernels::RmsNormBackward(ctx, {n, d, 0, 0}, h_last.data(), final_norm.g, nullptr,
                              d_hn.data(), final_norm.eps, d_h.data(), final_norm.dg);
     AddInto(ctx, d_h.data(), n * d, d_hlast.data());
   }
-  std::vector<float> grad = std::move(d_hlast);
-  std::vector<float> grad_in = Floats(n * d);
+  FloatBuffer grad = std::move(d_hlast);
+  FloatBuffer grad_in = Floats(n * d);
   for (size_t i = layers.size(); i-- > 0;) {
     layers[i].Backward(ctx, shape, rope, xs[i].data(), &caches[i], grad.data(), layer_moe[i],
                        grad_in.data());

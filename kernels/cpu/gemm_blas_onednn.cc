@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "kernels/check.h"
 #include "kernels/cpu/gemm_blas.h"
@@ -63,6 +64,11 @@ class PrimitiveCache {
         {k, n}, op_type, trans_b ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
     const dnnl::memory::desc c_md({m, n}, dt::f32, dnnl::memory::dims{ldc, 1});
     dnnl::primitive_attr attr;
+    // A user scratchpad (one per calling thread, below) makes executing one primitive from several
+    // threads at once safe: the grouped GEMMs run experts of equal shape side by side. With the
+    // library's own scratchpad, concurrent runs of a primitive share it and corrupt each other
+    // (seen as run-to-run differences in the MoE layers).
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (accumulate) {
       dnnl::post_ops ops;
       ops.append_sum(1.0f);
@@ -108,9 +114,15 @@ void BlasGemm(const CpuContext& ctx, BlasType type, bool trans_a, bool trans_b, 
     dnnl::memory a_mem(pd.src_desc(), Engine(), const_cast<void*>(a));
     dnnl::memory b_mem(pd.weights_desc(), Engine(), const_cast<void*>(b));
     dnnl::memory c_mem(pd.dst_desc(), Engine(), c);
+    thread_local std::vector<uint8_t> scratch;
+    const dnnl::memory::desc scratch_md = pd.scratchpad_desc();
+    if (scratch.size() < scratch_md.get_size()) scratch.resize(scratch_md.get_size());
+    dnnl::memory scratch_mem(scratch_md, Engine(), scratch.data());
     dnnl::stream stream(Engine());
-    entry->primitive.execute(
-        stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    entry->primitive.execute(stream, {{DNNL_ARG_SRC, a_mem},
+                                      {DNNL_ARG_WEIGHTS, b_mem},
+                                      {DNNL_ARG_DST, c_mem},
+                                      {DNNL_ARG_SCRATCHPAD, scratch_mem}});
     stream.wait();
   } catch (const dnnl::error& e) {
     DSV3_KERNEL_CHECK(false, "oneDNN matmul failed (m=%lld n=%lld k=%lld): %s (status %d)",

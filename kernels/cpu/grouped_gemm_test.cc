@@ -206,6 +206,27 @@ TEST(GroupedGemm, EveryExpertEqualsTheDenseGemmOnItsRows) {
   }
 }
 
+TEST(GroupedGemm, ExpertsRunSideBySideGiveTheSingleThreadBits) {
+  // With at least twice as many non-empty experts as threads, experts run side by side, one thread
+  // each, so the result must equal the one-thread result bit for bit. Equal counts make the
+  // experts share one cached BLAS primitive, executed from both threads at once: this caught a
+  // shared oneDNN scratchpad that corrupted results under concurrency.
+  std::mt19937_64 rng(testing::TestSeed(205));
+  ThreadPool pool(2);
+  const Batch b = MakeBatch(rng, std::vector<int64_t>(16, 96), 192, 160);
+  for (Precision p : {Precision::kFp32, Precision::kBf16}) {
+    for (Layout l : {Layout::kFprop, Layout::kDgrad, Layout::kWgrad}) {
+      std::vector<float> want(OutSize(b, l));
+      RunPerExpert(CpuContext{}, {}, b, p, l, want.data());
+      for (int repeat = 0; repeat < 5; ++repeat) {
+        std::vector<float> got(OutSize(b, l));
+        RunGrouped(CpuContext{&pool}, {}, b, p, l, got.data());
+        ASSERT_TRUE(SameBits(got, want)) << Name(p, l) << " repeat " << repeat;
+      }
+    }
+  }
+}
+
 TEST(GroupedGemm, WgradOfAnExpertWithoutTokensIsZeroOrLeftAlone) {
   std::mt19937_64 rng(testing::TestSeed(202));
   const Batch b = MakeBatch(rng, {3, 0, 2}, 16, 8);
