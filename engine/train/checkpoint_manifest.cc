@@ -59,6 +59,16 @@ Json ModelConfigJson(const ModelConfig& config) {
   Json j = Json::object();
   for (const IntField& f : kIntFields) j[f.key] = config.*f.member;
   for (const DoubleField& f : kDoubleFields) j[f.key] = config.*f.member;
+  if (config.has_yarn()) {  // Hugging Face's rope_scaling object, only when YaRN is on
+    j["rope_scaling"] = {{"type", "yarn"},
+                         {"factor", config.rope_scaling_factor},
+                         {"original_max_position_embeddings",
+                          config.rope_original_max_position_embeddings},
+                         {"beta_fast", config.rope_beta_fast},
+                         {"beta_slow", config.rope_beta_slow},
+                         {"mscale", config.rope_mscale},
+                         {"mscale_all_dim", config.rope_mscale}};
+  }
   return j;
 }
 
@@ -80,6 +90,29 @@ absl::StatusOr<ModelConfig> ModelConfigFromJsonValue(const Json& j) {
           StrCat("model_config.", f.key, " is missing or not a number"));
     }
     config.*f.member = it->get<double>();
+  }
+  if (auto rs = j.find("rope_scaling"); rs != j.end() && !rs->is_null()) {
+    auto number = [&](const char* key, double* out) -> absl::Status {
+      auto it = rs->find(key);
+      if (it == rs->end() || !it->is_number()) {
+        return absl::InvalidArgumentError(
+            StrCat("model_config.rope_scaling.", key, " is missing or not a number"));
+      }
+      *out = it->get<double>();
+      return absl::OkStatus();
+    };
+    if (!rs->is_object()) {
+      return absl::InvalidArgumentError("model_config.rope_scaling is not an object");
+    }
+    double original = 0;
+    for (auto [key, out] : {std::pair<const char*, double*>{"factor", &config.rope_scaling_factor},
+                            {"original_max_position_embeddings", &original},
+                            {"beta_fast", &config.rope_beta_fast},
+                            {"beta_slow", &config.rope_beta_slow},
+                            {"mscale", &config.rope_mscale}}) {
+      if (absl::Status st = number(key, out); !st.ok()) return st;
+    }
+    config.rope_original_max_position_embeddings = static_cast<int64_t>(original);
   }
   return config;
 }

@@ -177,6 +177,25 @@ TEST(ModelConfigJsonTest, UsesTheHuggingFaceKeysAndRoundTrips) {
   EXPECT_TRUE(ModelConfigDifferences(*back, c).empty());
 }
 
+TEST(ModelConfigJsonTest, KeepsYarnRopeScaling) {
+  ModelConfig c = DeepSeekV3Config();
+  c.rope_scaling_factor = 40;
+  c.rope_original_max_position_embeddings = 4096;
+  c.rope_beta_fast = 32;
+  c.rope_beta_slow = 1;
+  c.rope_mscale = 1.0;
+  const Json j = Json::parse(ModelConfigToJson(c));
+  EXPECT_EQ(j["rope_scaling"]["type"], "yarn");
+  EXPECT_EQ(j["rope_scaling"]["factor"], 40.0);
+  absl::StatusOr<ModelConfig> back = ModelConfigFromJson(ModelConfigToJson(c));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->rope_scaling_factor, 40.0);
+  EXPECT_EQ(back->rope_original_max_position_embeddings, 4096);
+  EXPECT_EQ(back->rope_beta_fast, 32.0);
+  EXPECT_EQ(back->rope_mscale, 1.0);
+  EXPECT_FALSE(Json::parse(ModelConfigToJson(DeepSeekV3Config())).contains("rope_scaling"));
+}
+
 TEST(ModelConfigJsonTest, DifferencesNameEachChangedField) {
   ModelConfig a = DeepSeekV3Config(), b = a;
   b.hidden_size = 256;
