@@ -48,6 +48,73 @@ void SwiGluFfn::Backward(const CpuContext& ctx, const float* u, Cache* c, const 
   LinearBackward(ctx, gate_up_, u, dgu.data(), n, du, accumulate_du);
 }
 
+LocalExperts::LocalExperts(const ModelConfig& c, ParameterSet* params, const std::string& prefix,
+                           GemmMode mode, int64_t first, int64_t count)
+    : d_(c.hidden_size), inter_(c.moe_intermediate_size), first_(first), count_(count) {
+  // Expert j's gate|up and down weights sit at j * 2I * d and j * d * I of the layer's stacked
+  // blocks (parameters.h), so a contiguous range of experts is a contiguous range of weights.
+  const std::string e0 = prefix + "experts.0.";
+  const int64_t gu_size = 2 * inter_ * d_;
+  const int64_t down_size = d_ * inter_;
+  gate_up_ = GroupedLinearRef{params->value(e0 + "gate_proj.weight") + first * gu_size,
+                              params->grad(e0 + "gate_proj.weight") + first * gu_size, count,
+                              2 * inter_, d_, mode};
+  down_ = GroupedLinearRef{params->value(e0 + "down_proj.weight") + first * down_size,
+                           params->grad(e0 + "down_proj.weight") + first * down_size, count, d_,
+                           inter_, mode};
+}
+
+void LocalExperts::Forward(const CpuContext& ctx, FloatBuffer x, const int64_t* rows_per_expert,
+                           int64_t rows, float* y, Cache* c) const {
+  c->x = std::move(x);
+  c->gu = Floats(rows * 2 * inter_);
+  GroupedLinearForward(ctx, gate_up_, c->x.data(), rows_per_expert, rows, c->gu.data());
+  FloatBuffer a = Floats(rows * inter_);
+  kernels::SwiGluForward(ctx, c->gu.data(), rows, inter_, a.data());
+  GroupedLinearForward(ctx, down_, a.data(), rows_per_expert, rows, y);
+}
+
+void LocalExperts::Backward(const CpuContext& ctx, const float* dy, const int64_t* rows_per_expert,
+                            int64_t rows, Cache* c, float* dx) const {
+  // The SwiGLU output is recomputed rather than kept (spec §5.7).
+  FloatBuffer a = Floats(rows * inter_);
+  kernels::SwiGluForward(ctx, c->gu.data(), rows, inter_, a.data());
+  FloatBuffer da = Floats(rows * inter_);
+  GroupedLinearBackward(ctx, down_, a.data(), dy, rows_per_expert, rows, da.data());
+  Free(&a);
+  FloatBuffer dgu = Floats(rows * 2 * inter_);
+  kernels::SwiGluBackward(ctx, c->gu.data(), da.data(), rows, inter_, dgu.data());
+  Free(&da);
+  GroupedLinearBackward(ctx, gate_up_, c->x.data(), dgu.data(), rows_per_expert, rows, dx);
+}
+
+namespace {
+
+// Every expert of the layer, in this process.
+class LocalExecutor : public ExpertExecutor {
+ public:
+  explicit LocalExecutor(LocalExperts experts) : experts_(std::move(experts)) {}
+  struct LocalCache : Cache {
+    LocalExperts::Cache c;
+  };
+  void Forward(const CpuContext& ctx, FloatBuffer u_perm, const int64_t* rows_per_expert,
+               int64_t rows, float* eo, std::unique_ptr<Cache>* cache) override {
+    auto c = std::make_unique<LocalCache>();
+    experts_.Forward(ctx, std::move(u_perm), rows_per_expert, rows, eo, &c->c);
+    *cache = std::move(c);
+  }
+  void Backward(const CpuContext& ctx, const float* d_eo, const int64_t* rows_per_expert,
+                int64_t rows, Cache* cache, float* du_perm) override {
+    experts_.Backward(ctx, d_eo, rows_per_expert, rows, &static_cast<LocalCache*>(cache)->c,
+                      du_perm);
+  }
+
+ private:
+  LocalExperts experts_;
+};
+
+}  // namespace
+
 Moe::Moe(const ModelConfig& c, ParameterSet* params, const std::string& prefix, GemmMode mode)
     : d_(c.hidden_size), inter_(c.moe_intermediate_size), top_k_(c.num_experts_per_tok) {
   router_.n_experts = c.n_routed_experts;
@@ -58,15 +125,16 @@ Moe::Moe(const ModelConfig& c, ParameterSet* params, const std::string& prefix, 
   gate_w_ = params->value(prefix + "gate.weight");
   gate_dw_ = params->grad(prefix + "gate.weight");
   bias_ = params->value(prefix + "gate.e_score_correction_bias");
-  const std::string e0 = prefix + "experts.0.";
-  const int64_t e = c.n_routed_experts;
-  gate_up_ = GroupedLinearRef{params->value(e0 + "gate_proj.weight"),
-                              params->grad(e0 + "gate_proj.weight"), e, 2 * inter_, d_, mode};
-  down_ = GroupedLinearRef{params->value(e0 + "down_proj.weight"),
-                           params->grad(e0 + "down_proj.weight"), e, d_, inter_, mode};
+  local_ = std::make_shared<LocalExecutor>(
+      LocalExperts(c, params, prefix, mode, 0, c.n_routed_experts));
+  executor_ = local_;
   if (c.n_shared_experts > 0) {
     shared_.emplace(params, prefix + "shared_experts.", d_, c.n_shared_experts * inter_, mode);
   }
+}
+
+void Moe::set_executor(std::shared_ptr<ExpertExecutor> executor) {
+  executor_ = executor != nullptr ? std::move(executor) : local_;
 }
 
 kernels::BalanceLossConfig Moe::Balance(const SeqShape& shape, const MoeRunOptions& o) const {
@@ -105,18 +173,13 @@ double Moe::Forward(const CpuContext& ctx, const SeqShape& shape, const float* u
                                                   c->slot_row.data());
   c->rows_per_expert.resize(static_cast<size_t>(e));
   for (int64_t j = 0; j < e; ++j) c->rows_per_expert[j] = c->offsets[j + 1] - c->offsets[j];
-  c->u_perm = Floats(rows * d_);
-  kernels::PermuteForward(ctx, u, n, d_, c->row_token.data(), rows, c->u_perm.data());
+  FloatBuffer u_perm = Floats(rows * d_);
+  kernels::PermuteForward(ctx, u, n, d_, c->row_token.data(), rows, u_perm.data());
 
-  // Routed experts.
-  c->gu = Floats(rows * 2 * inter_);
-  GroupedLinearForward(ctx, gate_up_, c->u_perm.data(), c->rows_per_expert.data(), rows,
-                       c->gu.data());
-  c->a = Floats(rows * inter_);
-  kernels::SwiGluForward(ctx, c->gu.data(), rows, inter_, c->a.data());
+  // Routed experts (here, or on their expert-parallel ranks).
   c->eo = Floats(rows * d_);
-  GroupedLinearForward(ctx, down_, c->a.data(), c->rows_per_expert.data(), rows, c->eo.data());
-  if (recompute) Free(&c->a);
+  executor_->Forward(ctx, std::move(u_perm), c->rows_per_expert.data(), rows, c->eo.data(),
+                     &c->experts);
 
   // Combine with the gate weights, then the shared experts.
   kernels::UnpermuteForward(ctx, c->eo.data(), rows, c->weights.data(), c->slot_row.data(), n,
@@ -144,22 +207,11 @@ void Moe::Backward(const CpuContext& ctx, const SeqShape& shape, const float* u,
   FloatBuffer dw = Floats(n * top_k_);
   kernels::UnpermuteBackward(ctx, dy, c->eo.data(), rows, c->weights.data(), c->slot_row.data(),
                              n, top_k_, d_, d_eo.data(), dw.data());
-  if (c->a.empty()) {
-    c->a = Floats(rows * inter_);
-    kernels::SwiGluForward(ctx, c->gu.data(), rows, inter_, c->a.data());
-  }
-  FloatBuffer da = Floats(rows * inter_);
-  GroupedLinearBackward(ctx, down_, c->a.data(), d_eo.data(), c->rows_per_expert.data(), rows,
-                        da.data());
-  Free(&d_eo);
-  Free(&c->a);
-  FloatBuffer dgu = Floats(rows * 2 * inter_);
-  kernels::SwiGluBackward(ctx, c->gu.data(), da.data(), rows, inter_, dgu.data());
-  Free(&da);
   FloatBuffer du_perm = Floats(rows * d_);
-  GroupedLinearBackward(ctx, gate_up_, c->u_perm.data(), dgu.data(), c->rows_per_expert.data(),
-                        rows, du_perm.data());
-  Free(&dgu);
+  executor_->Backward(ctx, d_eo.data(), c->rows_per_expert.data(), rows, c->experts.get(),
+                      du_perm.data());
+  Free(&d_eo);
+  c->experts.reset();
   FloatBuffer du_routed = Floats(n * d_);
   kernels::PermuteBackward(ctx, du_perm.data(), rows, c->slot_row.data(), n, top_k_, d_,
                            du_routed.data());

@@ -8,6 +8,7 @@
 #define DSV3_ENGINE_MODEL_FFN_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,6 +44,54 @@ class SwiGluFfn {
   LinearRef gate_up_, down_;
 };
 
+// Runs the routed experts on tokens already sorted by (global) expert: eo = expert_e(u_perm rows of
+// e) for every e, and the backward. The default runs every expert in this process (grouped GEMMs);
+// engine/parallel's expert-parallel executor sends the rows to the ranks that own the experts
+// (dispatch all-to-all), runs its own experts, and sends the outputs back (combine).
+class ExpertExecutor {
+ public:
+  virtual ~ExpertExecutor() = default;
+  // What the backward needs; owned by the caller between Forward and Backward.
+  struct Cache {
+    virtual ~Cache() = default;
+  };
+  //   u_perm: [rows, d] tokens sorted by expert; rows_per_expert: [E] (global expert ids)
+  //   eo:     [rows, d] written: each row's expert output (unweighted), same order
+  // (u_perm is handed over: an executor may keep it for the backward.)
+  virtual void Forward(const kernels::CpuContext& ctx, FloatBuffer u_perm,
+                       const int64_t* rows_per_expert, int64_t rows, float* eo,
+                       std::unique_ptr<Cache>* cache) = 0;
+  //   d_eo: [rows, d]; du_perm: [rows, d] written. Expert weight gradients accumulate.
+  virtual void Backward(const kernels::CpuContext& ctx, const float* d_eo,
+                        const int64_t* rows_per_expert, int64_t rows, Cache* cache,
+                        float* du_perm) = 0;
+};
+
+// The routed experts of one MoE layer as grouped Linears over a contiguous range of experts
+// [first, first + count) of the layer's stacked weights: the whole layer for a single process, one
+// rank's slice under expert parallelism.
+class LocalExperts {
+ public:
+  LocalExperts(const ModelConfig& config, ParameterSet* params, const std::string& prefix,
+               GemmMode mode, int64_t first, int64_t count);
+  struct Cache {
+    FloatBuffer x;   // [rows, d] the input rows
+    FloatBuffer gu;  // [rows, 2I]
+  };
+  int64_t first() const { return first_; }
+  int64_t count() const { return count_; }
+  //   x: [rows, d] sorted by local expert; rows_per_expert: [count]; y: [rows, d] written
+  void Forward(const kernels::CpuContext& ctx, FloatBuffer x, const int64_t* rows_per_expert,
+               int64_t rows, float* y, Cache* cache) const;
+  //   dy: [rows, d]; dx: [rows, d] written
+  void Backward(const kernels::CpuContext& ctx, const float* dy, const int64_t* rows_per_expert,
+                int64_t rows, Cache* cache, float* dx) const;
+
+ private:
+  int64_t d_, inter_, first_, count_;
+  GroupedLinearRef gate_up_, down_;
+};
+
 // How the MoE's loss and counts are taken for one call.
 struct MoeRunOptions {
   int64_t normalizer_rows = 0;      // rows the balance loss's mean is over (>= shape.rows)
@@ -53,8 +102,13 @@ struct MoeRunOptions {
 
 class Moe {
  public:
-  // `prefix` is "model.layers.{i}.mlp.".
+  // `prefix` is "model.layers.{i}.mlp.". The routed experts run in this process unless
+  // set_executor() installs another executor.
   Moe(const ModelConfig& config, ParameterSet* params, const std::string& prefix, GemmMode mode);
+  Moe(Moe&&) = default;
+
+  // Replaces how the routed experts run (expert parallelism); nullptr restores local execution.
+  void set_executor(std::shared_ptr<ExpertExecutor> executor);
 
   struct Cache {
     FloatBuffer logits;          // [N, E] router logits (FP32)
@@ -64,10 +118,8 @@ class Moe {
     std::vector<int64_t> rows_per_expert;  // [E]
     std::vector<int32_t> row_token;     // [N * K]
     std::vector<int32_t> slot_row;      // [N, K]
-    FloatBuffer u_perm;          // [R, d] tokens in expert order
-    FloatBuffer gu;              // [R, 2I]
-    FloatBuffer a;               // [R, I] (dropped under recompute)
-    FloatBuffer eo;              // [R, d] expert outputs (unweighted)
+    FloatBuffer eo;              // [R, d] expert outputs (unweighted), in expert order
+    std::unique_ptr<ExpertExecutor::Cache> experts;
     SwiGluFfn::Cache shared;
   };
 
@@ -90,7 +142,8 @@ class Moe {
   const float* gate_w_;
   float* gate_dw_;
   float* bias_;
-  GroupedLinearRef gate_up_, down_;
+  std::shared_ptr<ExpertExecutor> local_;     // all experts in this process
+  std::shared_ptr<ExpertExecutor> executor_;  // local_ or an installed one
   std::optional<SwiGluFfn> shared_;  // absent when n_shared_experts == 0
 };
 
