@@ -23,7 +23,7 @@ DecoderLayer::DecoderLayer(const ModelConfig& c, ParameterSet* params, int64_t i
   }
 }
 
-double DecoderLayer::Forward(const kernels::CpuContext& ctx, const SeqShape& shape,
+absl::StatusOr<double> DecoderLayer::Forward(const kernels::CpuContext& ctx, const SeqShape& shape,
                              const RopeInputs& rope, const float* x_in, float* x_out, Cache* c,
                              const MoeRunOptions& moe, bool recompute) const {
   const int64_t n = shape.tokens();
@@ -35,7 +35,10 @@ double DecoderLayer::Forward(const kernels::CpuContext& ctx, const SeqShape& sha
                           c->u.data(), nullptr);
   double balance = 0;
   if (moe_) {
-    balance = moe_->Forward(ctx, shape, c->u.data(), x_out, &c->moe, moe, recompute);
+    absl::StatusOr<double> b = moe_->Forward(ctx, shape, c->u.data(), x_out, &c->moe, moe,
+                                             recompute);
+    if (!b.ok()) return b.status();
+    balance = *b;
   } else {
     dense_->Forward(ctx, c->u.data(), n, x_out, &c->dense, recompute);
   }
@@ -46,7 +49,7 @@ double DecoderLayer::Forward(const kernels::CpuContext& ctx, const SeqShape& sha
   return balance;
 }
 
-void DecoderLayer::Backward(const kernels::CpuContext& ctx, const SeqShape& shape,
+absl::Status DecoderLayer::Backward(const kernels::CpuContext& ctx, const SeqShape& shape,
                             const RopeInputs& rope, const float* x_in, Cache* c,
                             const float* dx_out, const MoeRunOptions& moe, float* dx_in) const {
   const int64_t n = shape.tokens();
@@ -57,7 +60,10 @@ void DecoderLayer::Backward(const kernels::CpuContext& ctx, const SeqShape& shap
   }
   FloatBuffer du = Floats(n * d_);
   if (moe_) {
-    moe_->Backward(ctx, shape, c->u.data(), &c->moe, dx_out, moe, du.data());
+    if (absl::Status s = moe_->Backward(ctx, shape, c->u.data(), &c->moe, dx_out, moe, du.data());
+        !s.ok()) {
+      return s;
+    }
   } else {
     dense_->Backward(ctx, c->u.data(), &c->dense, dx_out, n, du.data(), false);
   }
@@ -68,6 +74,7 @@ void DecoderLayer::Backward(const kernels::CpuContext& ctx, const SeqShape& shap
   AddInto(ctx, dx_out, n * d_, dmid.data());
   std::memcpy(dx_in, dmid.data(), n * d_ * sizeof(float));
   attn_.Backward(ctx, shape, rope, x_in, &c->attn, dmid.data(), dx_in);
+  return absl::OkStatus();
 }
 
 }  // namespace dsv3::model

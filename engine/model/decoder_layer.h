@@ -32,14 +32,15 @@ class DecoderLayer {
 
   bool is_moe() const { return moe_.has_value(); }
   const Moe* moe() const { return moe_ ? &*moe_ : nullptr; }
+  Moe* mutable_moe() { return moe_ ? &*moe_ : nullptr; }
 
   // x_in: [N, d] -> x_out: [N, d] (must not alias x_in). Returns the balance-loss share (0 for a
-  // dense layer). `moe` is used only by MoE layers.
-  double Forward(const kernels::CpuContext& ctx, const SeqShape& shape, const RopeInputs& rope,
+  // dense layer). `moe` is used only by MoE layers. Errors: the MoE's expert executor's.
+  absl::StatusOr<double> Forward(const kernels::CpuContext& ctx, const SeqShape& shape, const RopeInputs& rope,
                  const float* x_in, float* x_out, Cache* cache, const MoeRunOptions& moe,
                  bool recompute) const;
   // dx_in = d(x_out)/d(x_in)^T dx_out (overwritten).  x_in: the forward input.
-  void Backward(const kernels::CpuContext& ctx, const SeqShape& shape, const RopeInputs& rope,
+  absl::Status Backward(const kernels::CpuContext& ctx, const SeqShape& shape, const RopeInputs& rope,
                 const float* x_in, Cache* cache, const float* dx_out, const MoeRunOptions& moe,
                 float* dx_in) const;
 

@@ -97,16 +97,18 @@ class LocalExecutor : public ExpertExecutor {
   struct LocalCache : Cache {
     LocalExperts::Cache c;
   };
-  void Forward(const CpuContext& ctx, FloatBuffer u_perm, const int64_t* rows_per_expert,
-               int64_t rows, float* eo, std::unique_ptr<Cache>* cache) override {
+  absl::Status Forward(const CpuContext& ctx, FloatBuffer u_perm, const int64_t* rows_per_expert,
+                       int64_t rows, float* eo, std::unique_ptr<Cache>* cache) override {
     auto c = std::make_unique<LocalCache>();
     experts_.Forward(ctx, std::move(u_perm), rows_per_expert, rows, eo, &c->c);
     *cache = std::move(c);
+    return absl::OkStatus();
   }
-  void Backward(const CpuContext& ctx, const float* d_eo, const int64_t* rows_per_expert,
-                int64_t rows, Cache* cache, float* du_perm) override {
+  absl::Status Backward(const CpuContext& ctx, const float* d_eo, const int64_t* rows_per_expert,
+                        int64_t rows, Cache* cache, float* du_perm) override {
     experts_.Backward(ctx, d_eo, rows_per_expert, rows, &static_cast<LocalCache*>(cache)->c,
                       du_perm);
+    return absl::OkStatus();
   }
 
  private:
@@ -149,8 +151,9 @@ kernels::BalanceLossConfig Moe::Balance(const SeqShape& shape, const MoeRunOptio
   return b;
 }
 
-double Moe::Forward(const CpuContext& ctx, const SeqShape& shape, const float* u, float* y,
-                    Cache* c, const MoeRunOptions& o, bool recompute) const {
+absl::StatusOr<double> Moe::Forward(const CpuContext& ctx, const SeqShape& shape, const float* u,
+                                    float* y, Cache* c, const MoeRunOptions& o,
+                                    bool recompute) const {
   const int64_t n = shape.tokens();
   const int64_t e = router_.n_experts;
   // Router: FP32 GEMM, then selection and gate weights.
@@ -178,8 +181,11 @@ double Moe::Forward(const CpuContext& ctx, const SeqShape& shape, const float* u
 
   // Routed experts (here, or on their expert-parallel ranks).
   c->eo = Floats(rows * d_);
-  executor_->Forward(ctx, std::move(u_perm), c->rows_per_expert.data(), rows, c->eo.data(),
-                     &c->experts);
+  if (absl::Status s = executor_->Forward(ctx, std::move(u_perm), c->rows_per_expert.data(), rows,
+                                         c->eo.data(), &c->experts);
+      !s.ok()) {
+    return s;
+  }
 
   // Combine with the gate weights, then the shared experts.
   kernels::UnpermuteForward(ctx, c->eo.data(), rows, c->weights.data(), c->slot_row.data(), n,
@@ -192,8 +198,8 @@ double Moe::Forward(const CpuContext& ctx, const SeqShape& shape, const float* u
   return balance;
 }
 
-void Moe::Backward(const CpuContext& ctx, const SeqShape& shape, const float* u, Cache* c,
-                   const float* dy, const MoeRunOptions& o, float* du) const {
+absl::Status Moe::Backward(const CpuContext& ctx, const SeqShape& shape, const float* u, Cache* c,
+                           const float* dy, const MoeRunOptions& o, float* du) const {
   const int64_t n = shape.tokens();
   const int64_t e = router_.n_experts;
   const int64_t rows = c->offsets[e];
@@ -208,8 +214,11 @@ void Moe::Backward(const CpuContext& ctx, const SeqShape& shape, const float* u,
   kernels::UnpermuteBackward(ctx, dy, c->eo.data(), rows, c->weights.data(), c->slot_row.data(),
                              n, top_k_, d_, d_eo.data(), dw.data());
   FloatBuffer du_perm = Floats(rows * d_);
-  executor_->Backward(ctx, d_eo.data(), c->rows_per_expert.data(), rows, c->experts.get(),
-                      du_perm.data());
+  if (absl::Status s = executor_->Backward(ctx, d_eo.data(), c->rows_per_expert.data(), rows,
+                                          c->experts.get(), du_perm.data());
+      !s.ok()) {
+    return s;
+  }
   Free(&d_eo);
   c->experts.reset();
   FloatBuffer du_routed = Floats(n * d_);
@@ -224,6 +233,7 @@ void Moe::Backward(const CpuContext& ctx, const SeqShape& shape, const float* u,
   kernels::SequenceBalanceLoss(ctx, Balance(shape, o), c->logits.data(), dlogits.data());
   kernels::GemmWgradFp32(ctx, {.accumulate = true}, dlogits.data(), u, n, e, d_, gate_dw_);
   kernels::GemmDgradFp32(ctx, {.accumulate = true}, dlogits.data(), gate_w_, n, e, d_, du);
+  return absl::OkStatus();
 }
 
 }  // namespace dsv3::model

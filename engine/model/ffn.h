@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/model_config.h"
 #include "engine/model/layer_common.h"
 #include "engine/model/linear.h"
@@ -58,13 +60,15 @@ class ExpertExecutor {
   //   u_perm: [rows, d] tokens sorted by expert; rows_per_expert: [E] (global expert ids)
   //   eo:     [rows, d] written: each row's expert output (unweighted), same order
   // (u_perm is handed over: an executor may keep it for the backward.)
-  virtual void Forward(const kernels::CpuContext& ctx, FloatBuffer u_perm,
-                       const int64_t* rows_per_expert, int64_t rows, float* eo,
-                       std::unique_ptr<Cache>* cache) = 0;
+  // Errors: those of the executor's communication (a dead or disagreeing peer); the local
+  // executor never fails.
+  virtual absl::Status Forward(const kernels::CpuContext& ctx, FloatBuffer u_perm,
+                               const int64_t* rows_per_expert, int64_t rows, float* eo,
+                               std::unique_ptr<Cache>* cache) = 0;
   //   d_eo: [rows, d]; du_perm: [rows, d] written. Expert weight gradients accumulate.
-  virtual void Backward(const kernels::CpuContext& ctx, const float* d_eo,
-                        const int64_t* rows_per_expert, int64_t rows, Cache* cache,
-                        float* du_perm) = 0;
+  virtual absl::Status Backward(const kernels::CpuContext& ctx, const float* d_eo,
+                                const int64_t* rows_per_expert, int64_t rows, Cache* cache,
+                                float* du_perm) = 0;
 };
 
 // The routed experts of one MoE layer as grouped Linears over a contiguous range of experts
@@ -124,11 +128,12 @@ class Moe {
   };
 
   // y = sum_k w_k expert_k(u) + shared(u).  u: [N, d]; y: [N, d] overwritten. Returns this call's
-  // share of the balance loss (alpha included, mean over normalizer_rows rows).
-  double Forward(const kernels::CpuContext& ctx, const SeqShape& shape, const float* u, float* y,
+  // share of the balance loss (alpha included, mean over normalizer_rows rows). Errors: the
+  // expert executor's.
+  absl::StatusOr<double> Forward(const kernels::CpuContext& ctx, const SeqShape& shape, const float* u, float* y,
                  Cache* cache, const MoeRunOptions& options, bool recompute) const;
   // du overwritten with the input gradient (routed + shared + router incl. the balance loss).
-  void Backward(const kernels::CpuContext& ctx, const SeqShape& shape, const float* u,
+  absl::Status Backward(const kernels::CpuContext& ctx, const SeqShape& shape, const float* u,
                 Cache* cache, const float* dy, const MoeRunOptions& options, float* du) const;
 
   float* bias() const { return bias_; }

@@ -61,6 +61,8 @@ using FloatBuffer = std::vector<float, DefaultInitAllocator<float>>;
 inline FloatBuffer Floats(int64_t n) { return FloatBuffer(static_cast<size_t>(n)); }
 // n zeros.
 inline FloatBuffer Zeros(int64_t n) { return FloatBuffer(static_cast<size_t>(n), 0.0f); }
+// Releases a buffer's memory.
+inline void FreeBuffer(FloatBuffer* v) { FloatBuffer().swap(*v); }
 
 // y += x, element-wise over n floats.
 inline void AddInto(const kernels::CpuContext& ctx, const float* x, int64_t n, float* y) {

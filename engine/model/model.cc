@@ -134,7 +134,7 @@ struct Model::Impl {
   ParameterSet params;
   std::vector<DecoderLayer> layers;  // main layers
   std::optional<DecoderLayer> mtp;   // the MTP module's block (layer index num_hidden_layers)
-  std::vector<const Moe*> moes;      // MoE layers, main then MTP
+  std::vector<Moe*> moes;            // MoE layers, main then MTP
   std::vector<int64_t> loads;        // [moes, E]
   std::vector<double> theta;         // RoPE frequencies [d_rope / 2]
   float softmax_scale = 0;
@@ -178,12 +178,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     m.layers.emplace_back(config, &m.params, i, m.block_mode);
   }
-  for (const DecoderLayer& layer : m.layers) {
-    if (layer.is_moe()) m.moes.push_back(layer.moe());
+  for (DecoderLayer& layer : m.layers) {
+    if (layer.is_moe()) m.moes.push_back(layer.mutable_moe());
   }
   if (config.num_nextn_predict_layers > 0) {
     m.mtp.emplace(config, &m.params, config.num_hidden_layers, m.block_mode);
-    if (m.mtp->is_moe()) m.moes.push_back(m.mtp->moe());
+    if (m.mtp->is_moe()) m.moes.push_back(m.mtp->mutable_moe());
   }
   m.loads.assign(m.moes.size() * static_cast<size_t>(config.n_routed_experts), 0);
 
@@ -224,6 +224,10 @@ void Model::ApplyBiasUpdate(float gamma) {
                               impl_->moes[m]->bias());
   }
   ResetExpertLoads();
+}
+
+void Model::SetExpertExecutor(int64_t moe_layer, std::shared_ptr<ExpertExecutor> executor) {
+  impl_->moes[static_cast<size_t>(moe_layer)]->set_executor(std::move(executor));
 }
 
 absl::StatusOr<LossTerms> Model::Run(const TokenRows& batch, const RunOptions& options) {
@@ -305,8 +309,11 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
       ++moe_index;
     }
     xs[i + 1] = Floats(n * d);
-    out.balance_loss += layers[i].Forward(ctx, shape, rope, xs[i].data(), xs[i + 1].data(),
-                                          &caches[i], layer_moe[i], recompute);
+    absl::StatusOr<double> balance = layers[i].Forward(ctx, shape, rope, xs[i].data(),
+                                                       xs[i + 1].data(), &caches[i], layer_moe[i],
+                                                       recompute);
+    if (!balance.ok()) return balance.status();
+    out.balance_loss += *balance;
   }
   const FloatBuffer& h_last = xs.back();
 
@@ -369,8 +376,10 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
       mtp_moe = moe_options(moe_index, opts.experts != nullptr ? mtp_experts.data() : nullptr);
     }
     xm1 = Floats(nm * d);
-    out.balance_loss += mtp->Forward(ctx, mshape, mrope, xm0.data(), xm1.data(), &mcache, mtp_moe,
-                                     recompute);
+    absl::StatusOr<double> balance =
+        mtp->Forward(ctx, mshape, mrope, xm0.data(), xm1.data(), &mcache, mtp_moe, recompute);
+    if (!balance.ok()) return balance.status();
+    out.balance_loss += *balance;
     if (mtp->is_moe() && opts.experts != nullptr) {
       int32_t* dst = opts.experts + moe_index * n * k;
       for (int64_t r = 0; r < b; ++r) {
@@ -406,7 +415,11 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
     kernels::RmsNormBackward(ctx, {nm, d, 0, 0}, xm1.data(), shn.g, nullptr, d_hm.data(), shn.eps,
                              d_xm1.data(), shn.dg);
     FloatBuffer d_xm0 = Floats(nm * d);
-    mtp->Backward(ctx, mshape, mrope, xm0.data(), &mcache, d_xm1.data(), mtp_moe, d_xm0.data());
+    if (absl::Status s = mtp->Backward(ctx, mshape, mrope, xm0.data(), &mcache, d_xm1.data(),
+                                       mtp_moe, d_xm0.data());
+        !s.ok()) {
+      return s;
+    }
     const LinearRef eh{params.value(mp + "eh_proj.weight"), params.grad(mp + "eh_proj.weight"), d,
                        2 * d, block_mode};
     FloatBuffer d_cat = Floats(nm * 2 * d);
@@ -437,8 +450,11 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
   FloatBuffer grad = std::move(d_hlast);
   FloatBuffer grad_in = Floats(n * d);
   for (size_t i = layers.size(); i-- > 0;) {
-    layers[i].Backward(ctx, shape, rope, xs[i].data(), &caches[i], grad.data(), layer_moe[i],
-                       grad_in.data());
+    if (absl::Status s = layers[i].Backward(ctx, shape, rope, xs[i].data(), &caches[i],
+                                            grad.data(), layer_moe[i], grad_in.data());
+        !s.ok()) {
+      return s;
+    }
     caches[i] = DecoderLayer::Cache();  // release this layer's activations
     std::swap(grad, grad_in);
   }

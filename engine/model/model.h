@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
+#include "engine/model/ffn.h"
 #include "engine/model/parameters.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -90,7 +91,9 @@ class Model {
   const ParameterSet& parameters() const;
 
   // Forward (and backward) of one batch. INVALID_ARGUMENT for bad shapes or a token id outside
-  // [0, vocab_size), naming the position; nothing is changed then.
+  // [0, vocab_size), naming the position; nothing is changed then. With an expert executor that
+  // communicates (engine/parallel/expert_parallel.h), its errors (a dead or disagreeing peer);
+  // gradients and loads are then partly accumulated and the step must be discarded.
   absl::StatusOr<LossTerms> Run(const TokenRows& batch, const RunOptions& options);
 
   // MoE layers, main layers in order then the MTP layer.
@@ -103,6 +106,10 @@ class Model {
   // expert_loads() (which the caller may first replace by the sum over replicas), then
   // ResetExpertLoads().
   void ApplyBiasUpdate(float gamma);
+
+  // How MoE layer `moe_layer` (numbered as expert_loads()) runs its routed experts: an
+  // expert-parallel executor, or nullptr for all experts in this process (the default).
+  void SetExpertExecutor(int64_t moe_layer, std::shared_ptr<ExpertExecutor> executor);
 
  private:
   struct Impl;
