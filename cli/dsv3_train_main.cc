@@ -1,11 +1,14 @@
 // dsv3-train: the local training tool, a verb dispatcher. `dsv3-train VERB [FLAGS]` runs the verb's
 // command function; each verb lives in its own cli/train_*_cmd.{h,cc}. To add one, include its
-// header and add a row to kVerbs. Only `schedule` exists so far.
+// header and add a row to kVerbs.
 #include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "cli/train_eval_cmd.h"
+#include "cli/train_export_cmd.h"
+#include "cli/train_run_cmd.h"
 #include "cli/train_schedule_cmd.h"
 
 namespace {
@@ -19,7 +22,10 @@ struct Verb {
 };
 
 const Verb kVerbs[] = {
+    {"run", dsv3::cli::kRunSynopsis, dsv3::cli::RunTrainCommand},
     {"schedule", dsv3::cli::kScheduleSynopsis, dsv3::cli::RunScheduleCommand},
+    {"eval", dsv3::cli::kEvalSynopsis, dsv3::cli::RunEvalCommand},
+    {"export", dsv3::cli::kExportSynopsis, dsv3::cli::RunExportCommand},
 };
 
 void PrintUsage(std::ostream& os) {

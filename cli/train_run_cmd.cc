@@ -1,0 +1,377 @@
+// `dsv3-train run` (train_run_cmd.h): flags, the job spec -> TrainerOptions, and the progress
+// lines. The loop itself is engine/train/trainer.h.
+#include "cli/train_run_cmd.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "cli/train_flags.h"
+#include "coordinator/job_spec.h"
+#include "engine/train/trainer.h"
+
+namespace dsv3::cli {
+
+const char kRunSynopsis[] =
+    "run --spec=SPEC.json [--threads=N] [--steps=N] [--recompute] [--world_size=1]";
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: dsv3-train run --spec=SPEC.json [--threads=N] [--steps=N] [--recompute]\n"
+    "                      [--world_size=1 --rank=0 --store=DIR]\n"
+    "Trains the job of SPEC.json (docs/job-spec.md) in this process, without the service, and\n"
+    "resumes from the newest committed checkpoint under its checkpoint.dir.\n"
+    "  --spec        the job spec; relative paths in it resolve against the current directory\n"
+    "  --threads     kernel threads (default: all hardware threads)\n"
+    "  --steps       override train.steps for a quick try (warm-up capped at it)\n"
+    "  --recompute   recompute norms and MLA up-projections in the backward (less memory)\n"
+    "  --world_size, --rank, --store   multi-process runs (not yet supported: only 1 rank)\n"
+    "parallel.pipeline_parallel and expert_parallel are ignored here; parallel.micro_batches\n"
+    "is the gradient accumulation. One line per step:\n"
+    "  step  loss  main  mtp  balance  lr  gnorm (before clipping)  tok/s  load max/mean\n"
+    "  (load: the busiest expert's load over the mean, in the worst MoE layer; 1 = balanced)\n"
+    "Ctrl-C (SIGINT) or SIGTERM stops after the current step with a checkpoint.\n"
+    "Exit codes: 0 done, 1 training failed or stopped, 2 bad usage or bad input.\n";
+
+struct Failure {
+  int exit_code;
+  std::string message;
+};
+
+Failure BadInput(const std::string& message) { return {2, message}; }
+
+// Exit code of a Trainer::Create error: problems with the spec, its data or its checkpoint are
+// bad input (2); anything else (I/O, internal) is a failure (1).
+int CreateExitCode(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kPermissionDenied:
+      return 2;
+    default:
+      return 1;
+  }
+}
+
+std::string Grouped(int64_t n) {
+  std::string digits = absl::StrCat(n < 0 ? -n : n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+struct Flags {
+  std::string spec;
+  int threads = 0;
+  std::optional<int64_t> steps;
+  bool recompute = false;
+};
+
+std::optional<Failure> ParseFlags(const std::map<std::string, std::string>& f, Flags* flags) {
+  auto it = f.find("spec");
+  if (it == f.end() || it->second.empty()) return BadInput("--spec is required (see --help)");
+  flags->spec = it->second;
+  if (auto t = f.find("threads"); t != f.end()) {
+    if (!absl::SimpleAtoi(t->second, &flags->threads) || flags->threads < 1) {
+      return BadInput(absl::StrCat("--threads needs a positive integer, got \"", t->second, "\""));
+    }
+  }
+  if (auto s = f.find("steps"); s != f.end()) {
+    int64_t steps = 0;
+    if (!absl::SimpleAtoi(s->second, &steps) || steps < 1) {
+      return BadInput(absl::StrCat("--steps needs a positive integer, got \"", s->second, "\""));
+    }
+    flags->steps = steps;
+  }
+  flags->recompute = f.count("recompute") && f.at("recompute") == "true";
+  int world_size = 1;
+  if (auto w = f.find("world_size"); w != f.end()) {
+    if (!absl::SimpleAtoi(w->second, &world_size) || world_size < 1) {
+      return BadInput(
+          absl::StrCat("--world_size needs a positive integer, got \"", w->second, "\""));
+    }
+  }
+  if (world_size > 1) {
+    return BadInput(absl::StrCat(
+        "--world_size=", world_size,
+        ": multi-process runs are not yet supported; run without --world_size (one process "
+        "trains the whole job)"));
+  }
+  if (auto r = f.find("rank"); r != f.end() && r->second != "0") {
+    return BadInput(absl::StrCat("--rank=", r->second, " with --world_size=1: the only rank is 0"));
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read --spec=", path, ": ", std::strerror(errno)));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The resolved spec's fields the trainer needs.
+absl::StatusOr<train::TrainerOptions> ToTrainerOptions(const v1::JobSpec& spec, const Flags& f) {
+  train::TrainerOptions o;
+  o.model = coordinator::ToModelConfig(spec.model());
+  absl::StatusOr<model::Precision> precision = model::ParsePrecision(spec.precision());
+  if (!precision.ok()) return precision.status();
+  o.precision = *precision;
+  o.recompute = f.recompute;
+  const v1::TrainSpec& t = spec.train();
+  o.seq_len = t.seq_len();
+  o.global_batch_tokens = t.global_batch_tokens();
+  o.micro_batches = static_cast<int>(spec.parallel().micro_batches());
+  o.steps = f.steps ? *f.steps : t.steps();
+  o.lr = t.lr();
+  o.min_lr = t.min_lr();
+  o.warmup_steps = std::min(t.warmup_steps(), o.steps);
+  o.weight_decay = t.weight_decay();
+  o.grad_clip = t.grad_clip();
+  o.seed = static_cast<uint64_t>(t.seed());
+  o.mtp_loss_weight = t.mtp_loss_weight();
+  o.bias_update_speed = t.bias_update_speed();
+  o.seq_aux_loss_alpha = t.seq_aux_loss_alpha();
+  o.val_every_steps = t.val_every_steps();
+  o.val_tokens = t.val_tokens();
+  o.train_data = spec.data().train();
+  o.val_data = spec.data().val();
+  o.checkpoint_dir = spec.checkpoint().dir();
+  o.checkpoint_every_steps = spec.checkpoint().every_steps();
+  o.checkpoint_keep = static_cast<int>(spec.checkpoint().keep());
+  o.threads = f.threads;
+  return o;
+}
+
+void PrintHeader(const v1::JobSpec& spec, const std::string& spec_path, const Flags& flags,
+                 const train::Trainer& trainer, std::ostream& out) {
+  const train::TrainerOptions& o = trainer.options();
+  const ModelConfig& c = o.model;
+  const int64_t rows = trainer.batch_rows();
+  out << absl::StrFormat("dsv3-train run: job %s (%s)\n", spec.name(), spec_path);
+  out << absl::StrFormat(
+      "  model        %d layers (%d dense, %d MoE%s), hidden %d, %d routed experts top-%d, "
+      "%s parameters, precision %s\n",
+      c.num_hidden_layers, c.first_k_dense_replace, c.num_moe_layers(),
+      c.num_nextn_predict_layers > 0 ? " + MTP" : "", c.hidden_size, c.n_routed_experts,
+      c.num_experts_per_tok, Grouped(trainer.num_parameters()),
+      std::string(model::PrecisionName(o.precision)));
+  out << absl::StrFormat("  data         train %s", o.train_data);
+  if (o.val_data.empty()) {
+    out << "; no validation data\n";
+  } else {
+    out << absl::StrFormat("; val %s (%s tokens per pass, %s)\n", o.val_data,
+                           Grouped(o.val_tokens > 0 ? o.val_tokens : o.global_batch_tokens),
+                           o.val_every_steps > 0
+                               ? absl::StrCat("every ", o.val_every_steps, " steps and at the end")
+                               : std::string("at the end"));
+  }
+  out << absl::StrFormat(
+      "  batch        %d sequences x %d tokens = %s tokens per step in %d micro-batch%s; %d steps, "
+      "lr %g -> %g (warm-up %d)\n",
+      rows, o.seq_len, Grouped(o.global_batch_tokens), o.micro_batches,
+      o.micro_batches == 1 ? "" : "es", o.steps, o.lr, o.min_lr, o.warmup_steps);
+  if (flags.steps) {
+    out << absl::StrFormat("  note         --steps=%d overrides train.steps=%d\n", *flags.steps,
+                           spec.train().steps());
+  }
+  if (spec.parallel().pipeline_parallel() != 1 || spec.parallel().expert_parallel() != 1) {
+    out << absl::StrFormat(
+        "  note         parallel.pipeline_parallel=%d and expert_parallel=%d are ignored: one "
+        "process runs the whole model\n",
+        spec.parallel().pipeline_parallel(), spec.parallel().expert_parallel());
+  }
+  out << absl::StrFormat(
+      "  checkpoints  %s, %s, keep %d\n", o.checkpoint_dir,
+      o.checkpoint_every_steps > 0
+          ? absl::StrCat("every ", o.checkpoint_every_steps, " steps and at the end")
+          : std::string("at the end"),
+      o.checkpoint_keep);
+  if (trainer.resumed_from().empty()) {
+    out << absl::StrFormat("  start        from seed %d (no committed checkpoint)\n", o.seed);
+  } else {
+    out << absl::StrFormat("  resume       from %s (step %d, %s tokens seen)\n",
+                           trainer.resumed_from(), trainer.step(), Grouped(trainer.tokens_seen()));
+    if (trainer.step() >= o.steps) {
+      out << absl::StrFormat("  note         the job is at step %d of %d: nothing to train\n",
+                             trainer.step(), o.steps);
+    }
+  }
+}
+
+constexpr char kColumns[] = "%13s %9s %9s %9s %10s %9s %8s %9s  %s\n";
+
+// The worst MoE layer's balance, named by its layer index ("layer 3") or "MTP".
+std::string LoadColumn(const train::StepProgress& p, const ModelConfig& c) {
+  if (p.load_worst_layer < 0) return "-";
+  const int64_t main_moe_layers = c.num_moe_layers();
+  return absl::StrFormat("%.2f (%s)", p.load_max_over_mean,
+                         p.load_worst_layer < main_moe_layers
+                             ? absl::StrCat("layer ", c.first_k_dense_replace + p.load_worst_layer)
+                             : std::string("MTP"));
+}
+
+std::string StepLine(const train::StepProgress& p, const ModelConfig& c) {
+  return absl::StrFormat("%13s %9.4f %9.4f %9.4f %10.3e %9.2e %8.3f %9.0f  %s\n",
+                         absl::StrCat(p.step, "/", p.steps), p.loss.loss, p.loss.main_loss,
+                         p.loss.mtp_loss, p.loss.balance_loss, p.lr, p.grad_norm,
+                         p.tokens_per_second, LoadColumn(p, c));
+}
+
+std::string ValidationLine(const train::ValidationResult& v, int64_t steps) {
+  return absl::StrFormat(
+      "val   step %d/%d: loss %.4f  main %.4f  mtp %.4f  balance %.3e  (%d rows, %s tokens, "
+      "%.1f s)\n",
+      v.step, steps, v.loss.loss, v.loss.main_loss, v.loss.mtp_loss, v.loss.balance_loss, v.rows,
+      Grouped(v.tokens), v.seconds);
+}
+
+std::string CheckpointLine(const train::CheckpointEvent& e, int64_t steps) {
+  std::string line =
+      absl::StrFormat("ckpt  step %d/%d: %s (%.1f s", e.step, steps, e.path, e.seconds);
+  if (!e.pruned.empty()) {
+    std::vector<std::string> names;
+    for (const std::string& p : e.pruned) names.push_back(p.substr(p.find_last_of('/') + 1));
+    absl::StrAppend(&line, "; removed ", absl::StrJoin(names, ", "));
+  }
+  return line + ")\n";
+}
+
+// SIGINT / SIGTERM ask the trainer to stop after the current step.
+std::atomic<bool> stop_requested{false};
+extern "C" void OnStopSignal(int) { stop_requested.store(true); }
+
+class StopSignals {
+ public:
+  StopSignals() {
+    stop_requested.store(false);
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_;
+  struct sigaction old_term_;
+};
+
+std::optional<Failure> Run(const Flags& flags, std::ostream& out) {
+  absl::StatusOr<std::string> text = ReadFile(flags.spec);
+  if (!text.ok()) return BadInput(std::string(text.status().message()));
+  absl::StatusOr<v1::JobSpec> parsed = coordinator::ParseJobSpec(*text);
+  if (!parsed.ok()) {
+    return BadInput(absl::StrCat(flags.spec, ": ", parsed.status().message()));
+  }
+  coordinator::ValidateOptions validate;  // base_dir empty: the current directory
+  absl::StatusOr<v1::JobSpec> spec = coordinator::ValidateJobSpec(*parsed, validate);
+  if (!spec.ok()) return BadInput(absl::StrCat(flags.spec, ": ", spec.status().message()));
+  absl::StatusOr<train::TrainerOptions> options = ToTrainerOptions(*spec, flags);
+  if (!options.ok()) return BadInput(absl::StrCat(flags.spec, ": ", options.status().message()));
+
+  absl::StatusOr<std::unique_ptr<train::Trainer>> trainer = train::Trainer::Create(*options);
+  if (!trainer.ok()) {
+    return Failure{CreateExitCode(trainer.status()), std::string(trainer.status().message())};
+  }
+  PrintHeader(*spec, flags.spec, flags, **trainer, out);
+  out << absl::StrFormat(kColumns, "step", "loss", "main", "mtp", "balance", "lr", "gnorm", "tok/s",
+                         "load max/mean");
+  out.flush();
+
+  const int64_t steps = options->steps;
+  train::TrainerCallbacks callbacks;
+  callbacks.on_step = [&](const train::StepProgress& p) {
+    out << StepLine(p, options->model) << std::flush;
+  };
+  callbacks.on_validation = [&](const train::ValidationResult& v) {
+    out << ValidationLine(v, steps) << std::flush;
+  };
+  callbacks.on_checkpoint = [&](const train::CheckpointEvent& e) {
+    out << CheckpointLine(e, steps) << std::flush;
+  };
+  absl::StatusOr<train::TrainSummary> summary;
+  {
+    StopSignals signals;
+    summary = (*trainer)->Run(callbacks, &stop_requested);
+  }
+  if (!summary.ok()) {
+    return Failure{1, absl::StrCat("training stopped at step ", (*trainer)->step(), ": ",
+                                   summary.status().message())};
+  }
+  const train::TrainSummary& s = *summary;
+  std::string line =
+      absl::StrFormat("%s  %d/%d steps", s.stopped ? "stopped" : "done", s.last_step, steps);
+  if (s.first_step > 0) absl::StrAppend(&line, " (resumed at ", s.first_step, ")");
+  absl::StrAppend(
+      &line, absl::StrFormat(
+                 ": %s tokens this run in %.1f s (%s tokens/s), %s in all",
+                 Grouped(s.tokens_this_run), s.seconds,
+                 Grouped(static_cast<int64_t>(s.seconds > 0 ? s.tokens_this_run / s.seconds : 0)),
+                 Grouped(s.tokens_seen)));
+  if (s.final_validation) {
+    absl::StrAppend(
+        &line, absl::StrFormat("; final val loss %.4f (main), %.4f (total)",
+                               s.final_validation->loss.main_loss, s.final_validation->loss.loss));
+  }
+  if (s.last_checkpoint) absl::StrAppend(&line, "; checkpoint ", s.last_checkpoint->path);
+  out << line << "\n";
+  if (s.stopped) {
+    return Failure{1, absl::StrCat("stopped by a signal at step ", s.last_step, " of ", steps,
+                                   "; run the same command again to resume")};
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  absl::StatusOr<std::map<std::string, std::string>> flags = ParseVerbFlags(
+      args, {"spec", "threads", "steps", "world_size", "rank", "store"}, {"recompute"});
+  if (!flags.ok()) {
+    err << "dsv3-train run: " << flags.status().message() << " (see --help)\n";
+    return 2;
+  }
+  if (flags->count("help")) {
+    out << kUsage;
+    return 0;
+  }
+  Flags parsed;
+  std::optional<Failure> failure = ParseFlags(*flags, &parsed);
+  if (!failure) failure = Run(parsed, out);
+  if (failure) {
+    err << "dsv3-train run: " << failure->message << "\n";
+    return failure->exit_code;
+  }
+  return 0;
+}
+
+}  // namespace dsv3::cli

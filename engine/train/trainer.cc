@@ -1,0 +1,421 @@
+// The single-process training loop (trainer.h).
+#include "engine/train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "common/status_macros.h"
+#include "engine/train/checkpoint.h"
+#include "engine/train/str_cat.h"
+#include "engine/train/token_shard.h"
+#include "engine/train/trainer_checkpoint.h"
+
+namespace dsv3::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void Add(const model::LossTerms& x, model::LossTerms* sum) {
+  sum->loss += x.loss;
+  sum->main_loss += x.main_loss;
+  sum->mtp_loss += x.mtp_loss;
+  sum->balance_loss += x.balance_loss;
+}
+
+absl::Status NonNegative(const char* field, double value) {
+  if (!std::isfinite(value) || value < 0) {
+    return absl::InvalidArgumentError(StrCat(field, "=", value, " must be finite and >= 0"));
+  }
+  return absl::OkStatus();
+}
+
+// The RankState.extra keys that must match on resume: they decide the data order.
+constexpr const char* kOrderKeys[] = {"seed", "seq_len", "global_batch_tokens"};
+
+std::map<std::string, std::string> OrderExtra(const TrainerOptions& o) {
+  return {{"seed", StrCat(o.seed)},
+          {"seq_len", StrCat(o.seq_len)},
+          {"global_batch_tokens", StrCat(o.global_batch_tokens)}};
+}
+
+// A directory named like a committed checkpoint newer than `latest_step` (-1: none) that
+// ListCommitted did not accept is a damaged checkpoint: refuse to train past it silently.
+absl::Status CheckNoDamagedNewer(const std::string& root, int64_t latest_step) {
+  std::error_code ec;
+  fs::directory_iterator it(root, ec);
+  if (ec) return absl::OkStatus();  // a missing root has nothing damaged in it
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    const CheckpointDirName e = ParseCheckpointDirName(it->path().filename().string());
+    if (e.kind != CheckpointDirName::kCommitted || e.step <= latest_step) continue;
+    absl::StatusOr<Manifest> m = ReadManifest(it->path().string());
+    const std::string why = m.ok() ? std::string(
+                                         "a file its manifest lists is missing or has "
+                                         "another size")
+                                   : std::string(m.status().message());
+    return absl::DataLossError(
+        StrCat("checkpoint ", it->path().string(), " (step ", e.step, ") is damaged: ", why,
+               ". Refusing to resume from ",
+               latest_step < 0 ? std::string("scratch") : StrCat("step ", latest_step),
+               " past it; move it away (or delete it) to resume from the newest valid checkpoint"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
+  const bool mtp = o.model.num_nextn_predict_layers > 0;
+  if (o.seq_len < (mtp ? 2 : 1)) {
+    return absl::InvalidArgumentError(
+        StrCat("seq_len=", o.seq_len, " must be at least ", mtp ? "2 (MTP is on)" : "1"));
+  }
+  if (o.micro_batches < 1) {
+    return absl::InvalidArgumentError(
+        StrCat("micro_batches=", o.micro_batches, " must be at least 1"));
+  }
+  if (o.global_batch_tokens <= 0 || o.global_batch_tokens % (o.seq_len * o.micro_batches) != 0) {
+    return absl::InvalidArgumentError(StrCat("global_batch_tokens=", o.global_batch_tokens,
+                                             " must be a positive multiple of seq_len=", o.seq_len,
+                                             " x micro_batches=", o.micro_batches));
+  }
+  LrSchedule schedule{o.lr, o.min_lr, o.warmup_steps, o.steps};
+  if (absl::Status s = ValidateLrSchedule(schedule); !s.ok()) {
+    return absl::InvalidArgumentError(StrCat("learning-rate schedule: ", s.message()));
+  }
+  RETURN_IF_ERROR(NonNegative("weight_decay", o.weight_decay));
+  RETURN_IF_ERROR(NonNegative("grad_clip", o.grad_clip));
+  RETURN_IF_ERROR(NonNegative("mtp_loss_weight", o.mtp_loss_weight));
+  RETURN_IF_ERROR(NonNegative("bias_update_speed", o.bias_update_speed));
+  RETURN_IF_ERROR(NonNegative("seq_aux_loss_alpha", o.seq_aux_loss_alpha));
+  if (!std::isfinite(o.init_stddev) || o.init_stddev <= 0) {
+    return absl::InvalidArgumentError(
+        StrCat("init_stddev=", o.init_stddev, " must be positive and finite"));
+  }
+  if (o.val_every_steps < 0) {
+    return absl::InvalidArgumentError(
+        StrCat("val_every_steps=", o.val_every_steps, " must be >= 0"));
+  }
+  if (o.val_tokens < 0 || o.val_tokens % o.seq_len != 0) {
+    return absl::InvalidArgumentError(
+        StrCat("val_tokens=", o.val_tokens, " must be >= 0 and a multiple of seq_len=", o.seq_len));
+  }
+  if (o.train_data.empty())
+    return absl::InvalidArgumentError("train_data (data.train) is required");
+  if (o.checkpoint_every_steps < 0) {
+    return absl::InvalidArgumentError(
+        StrCat("checkpoint_every_steps=", o.checkpoint_every_steps, " must be >= 0"));
+  }
+  if (o.checkpoint_keep < 1) {
+    return absl::InvalidArgumentError(
+        StrCat("checkpoint_keep=", o.checkpoint_keep, " must be at least 1"));
+  }
+  if (o.threads < 0) {
+    return absl::InvalidArgumentError(StrCat("threads=", o.threads, " must be >= 0"));
+  }
+  if (o.stop_after_step < 0) {
+    return absl::InvalidArgumentError(
+        StrCat("stop_after_step=", o.stop_after_step, " must be >= 0"));
+  }
+  return absl::OkStatus();
+}
+
+Trainer::Trainer(const TrainerOptions& options, int64_t batch_rows)
+    : options_(options),
+      batch_rows_(batch_rows),
+      schedule_{options.lr, options.min_lr, options.warmup_steps, options.steps} {}
+
+Trainer::~Trainer() = default;
+
+int64_t Trainer::num_parameters() const { return model_->parameters().layout.total_size(); }
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& options) {
+  RETURN_IF_ERROR(ValidateTrainerOptions(options));
+  std::unique_ptr<Trainer> trainer(
+      new Trainer(options, options.global_batch_tokens / options.seq_len));
+  RETURN_IF_ERROR(trainer->Init());
+  return trainer;
+}
+
+absl::Status Trainer::Init() {
+  const TrainerOptions& o = options_;
+  const int64_t vocab = o.model.vocab_size;
+
+  // Data.
+  {
+    ASSIGN_OR_RETURN(std::unique_ptr<TokenShard> shard,
+                     TokenShard::Open(o.train_data, {.vocab_size = vocab}));
+    absl::StatusOr<std::unique_ptr<DataLoader>> loader = DataLoader::Create(
+        std::move(shard), {.seq_len = o.seq_len, .batch_size = batch_rows_, .seed = o.seed});
+    if (!loader.ok()) {
+      return absl::Status(loader.status().code(),
+                          StrCat("training data ", o.train_data, ": ", loader.status().message()));
+    }
+    train_loader_ = *std::move(loader);
+  }
+  if (!o.val_data.empty()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<TokenShard> shard,
+                     TokenShard::Open(o.val_data, {.vocab_size = vocab}));
+    const int64_t val_rows = (o.val_tokens > 0 ? o.val_tokens : o.global_batch_tokens) / o.seq_len;
+    absl::StatusOr<std::unique_ptr<ValidationIterator>> val =
+        ValidationIterator::Create(std::move(shard), o.seq_len, val_rows, /*max_batches=*/1);
+    if (!val.ok()) {
+      return absl::Status(val.status().code(), StrCat("validation data ", o.val_data,
+                                                      " (val_tokens=", val_rows * o.seq_len,
+                                                      "): ", val.status().message()));
+    }
+    val_batches_ = *std::move(val);
+  }
+
+  // Model and optimizer.
+  const int threads = o.threads > 0
+                          ? o.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  pool_ = std::make_unique<kernels::ThreadPool>(threads);
+  model::ModelOptions model_options;
+  model_options.precision = o.precision;
+  model_options.mtp_loss_weight = o.mtp_loss_weight;
+  model_options.seq_aux_loss_alpha = o.seq_aux_loss_alpha;
+  model_options.recompute = o.recompute;
+  ASSIGN_OR_RETURN(model_, model::Model::Create(o.model, model_options, pool_.get()));
+  AdamWConfig adamw;
+  adamw.weight_decay = o.weight_decay;
+  adamw.grad_clip = o.grad_clip;
+  adamw.moments = o.precision == model::Precision::kFp32 ? MomentDType::kF32 : MomentDType::kBf16;
+  ASSIGN_OR_RETURN(AdamW optimizer, AdamW::Create(model_->parameters().layout, adamw));
+  optimizer_ = std::make_unique<AdamW>(std::move(optimizer));
+
+  // Resume or initialise.
+  if (!o.checkpoint_dir.empty()) {
+    absl::StatusOr<CommittedCheckpoint> latest = LatestCommitted(o.checkpoint_dir);
+    if (!latest.ok() && latest.status().code() != absl::StatusCode::kNotFound) {
+      return latest.status();
+    }
+    RETURN_IF_ERROR(
+        CheckNoDamagedNewer(o.checkpoint_dir, latest.ok() ? latest->manifest.step : -1));
+    if (latest.ok()) {
+      ASSIGN_OR_RETURN(
+          RestoredCheckpoint restored,
+          RestoreCheckpoint(latest->path, o.model, &model_->parameters(), optimizer_.get()));
+      const std::map<std::string, std::string> want = OrderExtra(o);
+      for (const char* key : kOrderKeys) {
+        auto it = restored.state.extra.find(key);
+        if (it == restored.state.extra.end()) {
+          return absl::DataLossError(
+              StrCat("checkpoint ", restored.path, ": rank state has no \"", key, "\" entry"));
+        }
+        if (it->second != want.at(key)) {
+          return absl::FailedPreconditionError(StrCat(
+              "checkpoint ", restored.path, " was trained with ", key, "=", it->second,
+              " but this job has ", key, "=", want.at(key),
+              "; the data order would differ, so it cannot be resumed (use another checkpoint "
+              "dir to start afresh)"));
+        }
+      }
+      step_ = restored.step;
+      tokens_seen_ = restored.state.tokens_seen;
+      resumed_from_ = restored.path;
+      return absl::OkStatus();
+    }
+  }
+  model::InitParameters(o.seed, o.init_stddev, &model_->parameters());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StepProgress> Trainer::Step() {
+  const auto start = std::chrono::steady_clock::now();
+  const TrainerOptions& o = options_;
+  model::ParameterSet& params = model_->parameters();
+  params.ZeroGrads();
+  model::LossTerms total;
+  for (int m = 0; m < o.micro_batches; ++m) {
+    absl::StatusOr<TokenBatch> batch = train_loader_->Slice(step_, m, o.micro_batches, 0, 1);
+    if (!batch.ok()) {
+      model_->ResetExpertLoads();
+      return batch.status();
+    }
+    model::TokenRows rows;
+    rows.tokens = batch->tokens.data();  // [B / M, T + 1]
+    rows.rows = batch->rows;
+    rows.seq_len = o.seq_len;
+    model::RunOptions run;
+    run.backward = true;
+    run.count_loads = true;
+    run.normalizer_rows = batch_rows_;
+    absl::StatusOr<model::LossTerms> loss = model_->Run(rows, run);
+    if (!loss.ok()) {
+      model_->ResetExpertLoads();
+      return absl::Status(loss.status().code(), StrCat("step ", step_ + 1, " micro-batch ", m, ": ",
+                                                       loss.status().message()));
+    }
+    Add(*loss, &total);
+  }
+  if (!std::isfinite(total.loss)) {
+    model_->ResetExpertLoads();
+    return absl::FailedPreconditionError(StrCat("the loss of step ", step_ + 1, " is ", total.loss,
+                                                " (training diverged); nothing was updated"));
+  }
+
+  StepProgress p;
+  p.lr = LearningRate(schedule_, step_);
+  const kernels::CpuContext ctx{pool_.get()};
+  absl::StatusOr<OptimizerStepResult> opt = optimizer_->Step(ctx, p.lr, &params);
+  if (!opt.ok()) {
+    model_->ResetExpertLoads();
+    return opt.status();
+  }
+
+  // Expert-load balance over the whole global batch, then the bias update from the same loads.
+  p.expert_loads = model_->expert_loads();
+  const int64_t experts = o.model.n_routed_experts;
+  const int64_t layers = model_->num_moe_layers();
+  for (int64_t l = 0; l < layers && experts > 0; ++l) {
+    const int64_t* row = p.expert_loads.data() + l * experts;
+    int64_t sum = 0, max = 0;
+    for (int64_t e = 0; e < experts; ++e) {
+      sum += row[e];
+      max = std::max(max, row[e]);
+    }
+    const double ratio = sum > 0 ? static_cast<double>(max) * experts / sum : 0.0;
+    if (p.load_worst_layer < 0 || ratio > p.load_max_over_mean) {
+      p.load_max_over_mean = ratio;
+      p.load_worst_layer = l;
+    }
+  }
+  model_->ApplyBiasUpdate(static_cast<float>(o.bias_update_speed));
+
+  ++step_;
+  tokens_seen_ += o.global_batch_tokens;
+  p.step = step_;
+  p.steps = o.steps;
+  p.loss = total;
+  p.grad_norm = opt->grad_norm;
+  p.grad_scale = opt->grad_scale;
+  p.tokens_seen = tokens_seen_;
+  p.seconds = SecondsSince(start);
+  p.tokens_per_second = p.seconds > 0 ? static_cast<double>(o.global_batch_tokens) / p.seconds : 0;
+  return p;
+}
+
+absl::StatusOr<ValidationResult> Trainer::Validate() {
+  if (val_batches_ == nullptr) {
+    return absl::FailedPreconditionError("no validation data (data.val) was given");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const TokenBatch all = val_batches_->Batch(0);  // [val_rows, T + 1]
+  const int64_t chunk = batch_rows_ / options_.micro_batches;
+  ValidationResult result;
+  result.step = step_;
+  result.rows = all.rows;
+  result.tokens = all.rows * options_.seq_len;
+  for (int64_t begin = 0; begin < all.rows; begin += chunk) {
+    model::TokenRows rows;
+    rows.tokens = all.tokens.data() + begin * all.row_length;  // [count, T + 1]
+    rows.rows = std::min(chunk, all.rows - begin);
+    rows.seq_len = options_.seq_len;
+    model::RunOptions run;
+    run.backward = false;
+    run.count_loads = false;
+    run.normalizer_rows = all.rows;
+    absl::StatusOr<model::LossTerms> loss = model_->Run(rows, run);
+    if (!loss.ok()) {
+      return absl::Status(loss.status().code(),
+                          StrCat("validation rows ", begin, "..", begin + rows.rows - 1, ": ",
+                                 loss.status().message()));
+    }
+    Add(*loss, &result.loss);
+  }
+  result.seconds = SecondsSince(start);
+  return result;
+}
+
+absl::StatusOr<CheckpointEvent> Trainer::Checkpoint() {
+  if (options_.checkpoint_dir.empty()) {
+    return absl::FailedPreconditionError("no checkpoint dir was given");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  RankState state;
+  state.tokens_seen = tokens_seen_;
+  state.data_position = step_;
+  state.extra = OrderExtra(options_);
+  state.extra["precision"] = std::string(model::PrecisionName(options_.precision));
+  state.extra["micro_batches"] = StrCat(options_.micro_batches);
+  const std::map<std::string, int64_t> layout = {{"pipeline_parallel", 1},
+                                                 {"expert_parallel", 1},
+                                                 {"data_parallel", 1},
+                                                 {"micro_batches", options_.micro_batches}};
+  ASSIGN_OR_RETURN(
+      SavedCheckpoint saved,
+      SaveCheckpoint(options_.checkpoint_dir, step_, options_.model, layout, model_->parameters(),
+                     *optimizer_, state, options_.checkpoint_keep));
+  CheckpointEvent event;
+  event.step = step_;
+  event.path = saved.path;
+  event.pruned = std::move(saved.pruned);
+  event.seconds = SecondsSince(start);
+  return event;
+}
+
+absl::StatusOr<TrainSummary> Trainer::Run(const TrainerCallbacks& callbacks,
+                                          const std::atomic<bool>* stop) {
+  const auto start = std::chrono::steady_clock::now();
+  const TrainerOptions& o = options_;
+  TrainSummary summary;
+  summary.first_step = step_;
+  const int64_t end = o.stop_after_step > 0 ? std::min(o.steps, o.stop_after_step) : o.steps;
+  const bool validate = val_batches_ != nullptr;
+  const bool checkpoint = !o.checkpoint_dir.empty();
+  int64_t last_checkpoint = resumed_from_.empty() ? -1 : step_;
+  int64_t last_validation = -1;
+
+  auto do_checkpoint = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(CheckpointEvent event, Checkpoint());
+    last_checkpoint = step_;
+    if (callbacks.on_checkpoint) callbacks.on_checkpoint(event);
+    summary.last_checkpoint = std::move(event);
+    return absl::OkStatus();
+  };
+  auto do_validation = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(ValidationResult result, Validate());
+    last_validation = step_;
+    if (callbacks.on_validation) callbacks.on_validation(result);
+    summary.final_validation = std::move(result);
+    return absl::OkStatus();
+  };
+
+  while (step_ < end) {
+    ASSIGN_OR_RETURN(StepProgress progress, Step());
+    summary.tokens_this_run += o.global_batch_tokens;
+    if (callbacks.on_step) callbacks.on_step(progress);
+    if (stop != nullptr && stop->load()) {
+      summary.stopped = true;
+      break;
+    }
+    if (step_ == end) break;
+    if (checkpoint && o.checkpoint_every_steps > 0 && step_ % o.checkpoint_every_steps == 0) {
+      RETURN_IF_ERROR(do_checkpoint());
+    }
+    if (validate && o.val_every_steps > 0 && step_ % o.val_every_steps == 0) {
+      RETURN_IF_ERROR(do_validation());
+    }
+  }
+  // The end of the run (also when stopped early): a checkpoint first (so a failure after it loses
+  // nothing), then validation.
+  if (checkpoint && last_checkpoint != step_) RETURN_IF_ERROR(do_checkpoint());
+  if (validate && last_validation != step_) RETURN_IF_ERROR(do_validation());
+  summary.last_step = step_;
+  summary.tokens_seen = tokens_seen_;
+  summary.seconds = SecondsSince(start);
+  return summary;
+}
+
+}  // namespace dsv3::train
