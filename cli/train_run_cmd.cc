@@ -242,11 +242,15 @@ std::string StepLine(const train::StepProgress& p, const ModelConfig& c) {
 }
 
 std::string ValidationLine(const train::ValidationResult& v, int64_t steps) {
+  std::string accuracy = absl::StrFormat("next acc %.3f", v.next_token_accuracy);
+  if (v.mtp_next_next_accuracy >= 0) {
+    absl::StrAppendFormat(&accuracy, "  mtp next-next acc %.3f", v.mtp_next_next_accuracy);
+  }
   return absl::StrFormat(
-      "val   step %d/%d: loss %.4f  main %.4f  mtp %.4f  balance %.3e  (%d rows, %s tokens, "
+      "val   step %d/%d: loss %.4f  main %.4f  mtp %.4f  balance %.3e  %s  (%d rows, %s tokens, "
       "%.1f s)\n",
-      v.step, steps, v.loss.loss, v.loss.main_loss, v.loss.mtp_loss, v.loss.balance_loss, v.rows,
-      Grouped(v.tokens), v.seconds);
+      v.step, steps, v.loss.loss, v.loss.main_loss, v.loss.mtp_loss, v.loss.balance_loss,
+      accuracy, v.rows, Grouped(v.tokens), v.seconds);
 }
 
 std::string CheckpointLine(const train::CheckpointEvent& e, int64_t steps) {

@@ -317,6 +317,25 @@ absl::StatusOr<ValidationResult> Trainer::Validate() {
   result.step = step_;
   result.rows = all.rows;
   result.tokens = all.rows * options_.seq_len;
+  const int64_t t = options_.seq_len;
+  const int64_t v = options_.model.vocab_size;
+  const bool has_mtp = options_.model.num_nextn_predict_layers > 0;
+  std::vector<float> logits(static_cast<size_t>(chunk * t * v));
+  std::vector<float> mtp_logits(has_mtp ? static_cast<size_t>(chunk * (t - 1) * v) : 0);
+  // How many rows of `lg` ([count * per_row, v]) predict token `shift` columns ahead correctly.
+  auto correct = [&](const float* lg, const int32_t* tokens, int64_t count, int64_t per_row,
+                     int64_t shift) {
+    int64_t hits = 0;
+    for (int64_t r = 0; r < count; ++r) {
+      for (int64_t i = 0; i < per_row; ++i) {
+        const float* x = lg + (r * per_row + i) * v;
+        const int64_t best = std::max_element(x, x + v) - x;
+        hits += best == tokens[r * (t + 1) + i + shift];
+      }
+    }
+    return hits;
+  };
+  int64_t next_hits = 0, mtp_hits = 0;
   for (int64_t begin = 0; begin < all.rows; begin += chunk) {
     model::TokenRows rows;
     rows.tokens = all.tokens.data() + begin * all.row_length;  // [count, T + 1]
@@ -326,6 +345,8 @@ absl::StatusOr<ValidationResult> Trainer::Validate() {
     run.backward = false;
     run.count_loads = false;
     run.normalizer_rows = all.rows;
+    run.logits = logits.data();
+    if (has_mtp) run.mtp_logits = mtp_logits.data();
     absl::StatusOr<model::LossTerms> loss = model_->Run(rows, run);
     if (!loss.ok()) {
       return absl::Status(loss.status().code(),
@@ -333,7 +354,11 @@ absl::StatusOr<ValidationResult> Trainer::Validate() {
                                  loss.status().message()));
     }
     Add(*loss, &result.loss);
+    next_hits += correct(logits.data(), rows.tokens, rows.rows, t, 1);
+    if (has_mtp) mtp_hits += correct(mtp_logits.data(), rows.tokens, rows.rows, t - 1, 2);
   }
+  result.next_token_accuracy = static_cast<double>(next_hits) / (all.rows * t);
+  if (has_mtp) result.mtp_next_next_accuracy = static_cast<double>(mtp_hits) / (all.rows * (t - 1));
   result.seconds = SecondsSince(start);
   return result;
 }

@@ -98,6 +98,10 @@ struct ValidationResult {
   model::LossTerms loss;  // means over the validation rows (main_loss is "the" val loss)
   int64_t rows = 0;
   int64_t tokens = 0;  // rows * T
+  // Top-1 accuracy of the main head on t_{i+1} and, with MTP, of the MTP head on t_{i+2} (the
+  // acceptance proxy of MTP speculative decoding, spec §4.5); -1 without MTP.
+  double next_token_accuracy = 0;
+  double mtp_next_next_accuracy = -1;
   double seconds = 0;
 };
 

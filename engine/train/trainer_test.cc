@@ -297,11 +297,31 @@ TEST_F(TrainerTest, ValidationIsTheMeanOverTheValidationRowsAndChangesNothing) {
   model::RunOptions run;
   run.backward = false;
   run.count_loads = false;
+  const int64_t v_size = o.model.vocab_size;
+  std::vector<float> logits(12 * kSeqLen * v_size), mtp_logits(12 * (kSeqLen - 1) * v_size);
+  run.logits = logits.data();
+  run.mtp_logits = mtp_logits.data();
   absl::StatusOr<model::LossTerms> ref = t->model().Run({tokens.data(), 12, kSeqLen}, run);
   ASSERT_OK(ref);
   EXPECT_NEAR(v->loss.main_loss, ref->main_loss, 1e-6 * ref->main_loss);
   EXPECT_NEAR(v->loss.loss, ref->loss, 1e-6 * ref->loss);
   EXPECT_EQ(t->model().parameters().values, values);
+  // Accuracies: the argmax of each head against its target, counted here independently.
+  auto accuracy = [&](const std::vector<float>& lg, int64_t per_row, int64_t shift) {
+    int64_t hits = 0;
+    for (int64_t r = 0; r < 12; ++r) {
+      for (int64_t i = 0; i < per_row; ++i) {
+        const float* x = lg.data() + (r * per_row + i) * v_size;
+        int64_t best = 0;
+        for (int64_t j = 1; j < v_size; ++j) best = x[j] > x[best] ? j : best;
+        hits += best == tokens[r * (kSeqLen + 1) + i + shift];
+      }
+    }
+    return double(hits) / (12 * per_row);
+  };
+  ASSERT_GT(o.model.num_nextn_predict_layers, 0);
+  EXPECT_DOUBLE_EQ(v->next_token_accuracy, accuracy(logits, kSeqLen, 1));
+  EXPECT_DOUBLE_EQ(v->mtp_next_next_accuracy, accuracy(mtp_logits, kSeqLen - 1, 2));
 }
 
 TEST_F(TrainerTest, RunCheckpointsAndValidatesOnItsCadenceAndAtTheEnd) {
