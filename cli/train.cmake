@@ -43,3 +43,13 @@ target_compile_definitions(dsv3_train_run_test PRIVATE
 add_dependencies(dsv3_train_run_test dsv3-train)
 gtest_discover_tests(dsv3_train_run_test TEST_PREFIX "dsv3_train_run." DISCOVERY_TIMEOUT 60
                      PROPERTIES TIMEOUT 300)
+
+# Multi-process `run --world_size=2` through the binary (Gloo on 127.0.0.1, a file store) against a
+# single-process run; a rank that dies.
+add_executable(dsv3_train_run_dp_test ${CMAKE_CURRENT_LIST_DIR}/train_run_dp_test.cc)
+target_link_libraries(dsv3_train_run_dp_test PRIVATE dsv3_train_cli dsv3_testing GTest::gtest_main)
+target_compile_definitions(dsv3_train_run_dp_test PRIVATE
+                           DSV3_TRAIN_BINARY="$<TARGET_FILE:dsv3-train>")
+add_dependencies(dsv3_train_run_dp_test dsv3-train)
+gtest_discover_tests(dsv3_train_run_dp_test TEST_PREFIX "dsv3_train_run_dp." DISCOVERY_TIMEOUT 60
+                     PROPERTIES TIMEOUT 400)

@@ -21,12 +21,15 @@
 #include "absl/strings/str_join.h"
 #include "cli/train_flags.h"
 #include "coordinator/job_spec.h"
+#include "engine/parallel/communicator.h"
+#include "engine/parallel/store_file.h"
 #include "engine/train/trainer.h"
 
 namespace dsv3::cli {
 
 const char kRunSynopsis[] =
-    "run --spec=SPEC.json [--threads=N] [--steps=N] [--recompute] [--world_size=1]";
+    "run --spec=SPEC.json [--threads=N] [--steps=N] [--recompute] [--world_size=N --rank=R "
+    "--store=DIR]";
 
 namespace {
 
@@ -39,7 +42,10 @@ constexpr char kUsage[] =
     "  --threads     kernel threads (default: all hardware threads)\n"
     "  --steps       override train.steps for a quick try (warm-up capped at it)\n"
     "  --recompute   recompute norms and MLA up-projections in the backward (less memory)\n"
-    "  --world_size, --rank, --store   multi-process runs (not yet supported: only 1 rank)\n"
+    "  --world_size, --rank, --store   one rank of a data-parallel job of N processes on this\n"
+    "                machine (ZeRO-1; Gloo on 127.0.0.1, bootstrapped through the file store DIR,\n"
+    "                created if missing); start one process per rank 0..N-1 with the same spec.\n"
+    "                Only rank 0 prints progress; the others print errors only.\n"
     "parallel.pipeline_parallel and expert_parallel are ignored here; parallel.micro_batches\n"
     "is the gradient accumulation. One line per step:\n"
     "  step  loss  main  mtp  balance  lr  gnorm (before clipping)  tok/s  load max/mean\n"
@@ -84,6 +90,9 @@ struct Flags {
   int threads = 0;
   std::optional<int64_t> steps;
   bool recompute = false;
+  int world_size = 1;
+  int rank = 0;
+  std::string store;
 };
 
 std::optional<Failure> ParseFlags(const std::map<std::string, std::string>& f, Flags* flags) {
@@ -103,21 +112,31 @@ std::optional<Failure> ParseFlags(const std::map<std::string, std::string>& f, F
     flags->steps = steps;
   }
   flags->recompute = f.count("recompute") && f.at("recompute") == "true";
-  int world_size = 1;
+  int& world_size = flags->world_size;
   if (auto w = f.find("world_size"); w != f.end()) {
     if (!absl::SimpleAtoi(w->second, &world_size) || world_size < 1) {
       return BadInput(
           absl::StrCat("--world_size needs a positive integer, got \"", w->second, "\""));
     }
   }
-  if (world_size > 1) {
-    return BadInput(absl::StrCat(
-        "--world_size=", world_size,
-        ": multi-process runs are not yet supported; run without --world_size (one process "
-        "trains the whole job)"));
+  if (auto r = f.find("rank"); r != f.end()) {
+    if (world_size == 1 && r->second != "0") {
+      return BadInput(
+          absl::StrCat("--rank=", r->second, " with --world_size=1: the only rank is 0"));
+    }
+    if (!absl::SimpleAtoi(r->second, &flags->rank) || flags->rank < 0 ||
+        flags->rank >= world_size) {
+      return BadInput(
+          absl::StrCat("--rank=", r->second, " must be in [0, --world_size=", world_size, ")"));
+    }
+  } else if (world_size > 1) {
+    return BadInput(
+        absl::StrCat("--world_size=", world_size, " needs --rank=R (0..", world_size - 1, ")"));
   }
-  if (auto r = f.find("rank"); r != f.end() && r->second != "0") {
-    return BadInput(absl::StrCat("--rank=", r->second, " with --world_size=1: the only rank is 0"));
+  if (auto st = f.find("store"); st != f.end()) flags->store = st->second;
+  if (world_size > 1 && flags->store.empty()) {
+    return BadInput(absl::StrCat("--world_size=", world_size,
+                                 " needs --store=DIR (a directory every rank can reach)"));
   }
   return std::nullopt;
 }
@@ -197,6 +216,11 @@ void PrintHeader(const v1::JobSpec& spec, const std::string& spec_path, const Fl
   if (flags.steps) {
     out << absl::StrFormat("  note         --steps=%d overrides train.steps=%d\n", *flags.steps,
                            spec.train().steps());
+  }
+  if (flags.world_size > 1) {
+    out << absl::StrFormat(
+        "  parallel     %d data-parallel ranks (ZeRO-1: optimizer state sharded), store %s\n",
+        flags.world_size, flags.store);
   }
   if (spec.parallel().pipeline_parallel() != 1 || spec.parallel().expert_parallel() != 1) {
     out << absl::StrFormat(
@@ -289,7 +313,42 @@ class StopSignals {
   struct sigaction old_term_;
 };
 
-std::optional<Failure> Run(const Flags& flags, std::ostream& out) {
+// The data-parallel group of a multi-process run: a FileStore at --store, Gloo on 127.0.0.1. Each
+// launch of the N processes gets a group name of its own ("world-g<k>" for the k-th launch, from a
+// counter in the store that every rank bumps once), so a store dir can be reused by a later launch
+// (e.g. to resume) without meeting the previous launch's keys.
+absl::StatusOr<std::shared_ptr<parallel::Communicator>> ConnectDataParallel(const Flags& flags) {
+  absl::StatusOr<std::unique_ptr<parallel::FileStore>> store =
+      parallel::FileStore::Open(flags.store);
+  if (!store.ok()) {
+    return absl::Status(store.status().code(),
+                        absl::StrCat("--store=", flags.store, ": ", store.status().message()));
+  }
+  std::shared_ptr<parallel::Store> shared = *std::move(store);
+  absl::StatusOr<int64_t> joined = shared->Add("dsv3-train-run/launches", 1);
+  if (!joined.ok()) return joined.status();
+  parallel::CommunicatorOptions options;
+  options.backend = parallel::Backend::kGloo;
+  options.rank = flags.rank;
+  options.world_size = flags.world_size;
+  options.store = shared;
+  options.name = absl::StrCat("world-g", (*joined - 1) / flags.world_size);
+  options.host = "127.0.0.1";
+  absl::StatusOr<std::unique_ptr<parallel::Communicator>> comm =
+      parallel::CreateCommunicator(options);
+  if (!comm.ok()) {
+    return absl::Status(comm.status().code(),
+                        absl::StrCat("rank ", flags.rank, " of ", flags.world_size,
+                                     " could not join the group through --store=", flags.store,
+                                     ": ", comm.status().message()));
+  }
+  return std::shared_ptr<parallel::Communicator>(*std::move(comm));
+}
+
+std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
+  // Only rank 0 prints progress (a stream without a buffer drops what is written to it).
+  std::ostream discard(nullptr);
+  std::ostream& out = flags.rank == 0 ? rank0_out : discard;
   absl::StatusOr<std::string> text = ReadFile(flags.spec);
   if (!text.ok()) return BadInput(std::string(text.status().message()));
   absl::StatusOr<v1::JobSpec> parsed = coordinator::ParseJobSpec(*text);
@@ -301,6 +360,11 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& out) {
   if (!spec.ok()) return BadInput(absl::StrCat(flags.spec, ": ", spec.status().message()));
   absl::StatusOr<train::TrainerOptions> options = ToTrainerOptions(*spec, flags);
   if (!options.ok()) return BadInput(absl::StrCat(flags.spec, ": ", options.status().message()));
+  if (flags.world_size > 1) {
+    absl::StatusOr<std::shared_ptr<parallel::Communicator>> comm = ConnectDataParallel(flags);
+    if (!comm.ok()) return Failure{1, std::string(comm.status().message())};
+    options->data_parallel = *std::move(comm);
+  }
 
   absl::StatusOr<std::unique_ptr<train::Trainer>> trainer = train::Trainer::Create(*options);
   if (!trainer.ok()) {

@@ -101,8 +101,10 @@ TEST_F(RunCommandTest, BadUsageExitsTwoWithOneLine) {
       {{"--spec=" + spec, "--bogus=1"}, "unknown flag --bogus"},
       {{"--spec=" + spec, "--threads=0"}, "--threads needs a positive integer"},
       {{"--spec=" + spec, "--steps=x"}, "--steps needs a positive integer"},
-      {{"--spec=" + spec, "--world_size=2", "--rank=1", "--store=/tmp/x"},
-       "--world_size=2: multi-process runs are not yet supported"},
+      {{"--spec=" + spec, "--world_size=2", "--store=/tmp/x"}, "--world_size=2 needs --rank=R"},
+      {{"--spec=" + spec, "--world_size=2", "--rank=2", "--store=/tmp/x"},
+       "--rank=2 must be in [0, --world_size=2)"},
+      {{"--spec=" + spec, "--world_size=2", "--rank=1"}, "--world_size=2 needs --store=DIR"},
       {{"--spec=" + spec, "--rank=1"}, "the only rank is 0"},
       {{"--spec=" + dir_.Sub("nope.json")}, "cannot read --spec="},
   };

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "common/status_macros.h"
 #include "engine/train/checkpoint.h"
+#include "engine/train/data_parallel_checkpoint.h"
 #include "engine/train/str_cat.h"
 #include "engine/train/token_shard.h"
 #include "engine/train/trainer_checkpoint.h"
@@ -24,6 +25,8 @@ namespace fs = std::filesystem;
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
+
+using parallel::DataType;
 
 void Add(const model::LossTerms& x, model::LossTerms* sum) {
   sum->loss += x.loss;
@@ -88,6 +91,12 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
                                              " must be a positive multiple of seq_len=", o.seq_len,
                                              " x micro_batches=", o.micro_batches));
   }
+  if (const int d = o.data_parallel ? o.data_parallel->size() : 1;
+      o.global_batch_tokens % (o.seq_len * o.micro_batches * d) != 0) {
+    return absl::InvalidArgumentError(StrCat(
+        "global_batch_tokens=", o.global_batch_tokens, " must be a multiple of seq_len=", o.seq_len,
+        " x micro_batches=", o.micro_batches, " x data-parallel world_size=", d));
+  }
   LrSchedule schedule{o.lr, o.min_lr, o.warmup_steps, o.steps};
   if (absl::Status s = ValidateLrSchedule(schedule); !s.ok()) {
     return absl::InvalidArgumentError(StrCat("learning-rate schedule: ", s.message()));
@@ -149,6 +158,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
 absl::Status Trainer::Init() {
   const TrainerOptions& o = options_;
   const int64_t vocab = o.model.vocab_size;
+  if (o.data_parallel != nullptr) {
+    dp_rank_ = o.data_parallel->rank();
+    dp_size_ = o.data_parallel->size();
+  }
+  parallel::Communicator* comm = dp_size_ > 1 ? o.data_parallel.get() : nullptr;
 
   // Data.
   {
@@ -191,8 +205,12 @@ absl::Status Trainer::Init() {
   adamw.weight_decay = o.weight_decay;
   adamw.grad_clip = o.grad_clip;
   adamw.moments = o.precision == model::Precision::kFp32 ? MomentDType::kF32 : MomentDType::kBf16;
-  ASSIGN_OR_RETURN(AdamW optimizer, AdamW::Create(model_->parameters().layout, adamw));
-  optimizer_ = std::make_unique<AdamW>(std::move(optimizer));
+  if (comm != nullptr) {
+    ASSIGN_OR_RETURN(zero_, ZeroAdamW::Create(model_->parameters().layout, adamw, comm));
+  } else {
+    ASSIGN_OR_RETURN(AdamW optimizer, AdamW::Create(model_->parameters().layout, adamw));
+    optimizer_ = std::make_unique<AdamW>(std::move(optimizer));
+  }
 
   // Resume or initialise.
   if (!o.checkpoint_dir.empty()) {
@@ -202,10 +220,28 @@ absl::Status Trainer::Init() {
     }
     RETURN_IF_ERROR(
         CheckNoDamagedNewer(o.checkpoint_dir, latest.ok() ? latest->manifest.step : -1));
+    if (comm != nullptr) {  // every rank must resume from the same step
+      std::vector<int64_t> steps(static_cast<size_t>(dp_size_), 0);
+      const int64_t mine = latest.ok() ? latest->manifest.step : -1;
+      RETURN_IF_ERROR(WaitFor(comm->AllGather(&mine, steps.data(), 1, DataType::kInt64),
+                              "agreeing on the checkpoint to resume from"));
+      for (int r = 0; r < dp_size_; ++r) {
+        if (steps[r] != mine) {
+          return absl::FailedPreconditionError(
+              StrCat("rank ", dp_rank_, " sees newest checkpoint step ", mine, " under ",
+                     o.checkpoint_dir, " but rank ", r, " sees step ", steps[r],
+                     " (-1: none); every rank must see the same checkpoint dir"));
+        }
+      }
+    }
     if (latest.ok()) {
-      ASSIGN_OR_RETURN(
-          RestoredCheckpoint restored,
-          RestoreCheckpoint(latest->path, o.model, &model_->parameters(), optimizer_.get()));
+      absl::StatusOr<RestoredCheckpoint> restored_or =
+          comm != nullptr
+              ? RestoreDataParallelCheckpoint(latest->path, o.model, comm, &model_->parameters(),
+                                              zero_.get())
+              : RestoreCheckpoint(latest->path, o.model, &model_->parameters(), optimizer_.get());
+      RETURN_IF_ERROR(restored_or.status());
+      RestoredCheckpoint& restored = *restored_or;
       const std::map<std::string, std::string> want = OrderExtra(o);
       for (const char* key : kOrderKeys) {
         auto it = restored.state.extra.find(key);
@@ -238,7 +274,8 @@ absl::StatusOr<StepProgress> Trainer::Step() {
   params.ZeroGrads();
   model::LossTerms total;
   for (int m = 0; m < o.micro_batches; ++m) {
-    absl::StatusOr<TokenBatch> batch = train_loader_->Slice(step_, m, o.micro_batches, 0, 1);
+    absl::StatusOr<TokenBatch> batch =
+        train_loader_->Slice(step_, m, o.micro_batches, dp_rank_, dp_size_);
     if (!batch.ok()) {
       model_->ResetExpertLoads();
       return batch.status();
@@ -259,6 +296,12 @@ absl::StatusOr<StepProgress> Trainer::Step() {
     }
     Add(*loss, &total);
   }
+  if (zero_ != nullptr) {  // the global batch's loss terms: the sum of every rank's shares
+    double terms[4] = {total.loss, total.main_loss, total.mtp_loss, total.balance_loss};
+    RETURN_IF_ERROR(WaitFor(o.data_parallel->AllReduce(terms, terms, 4, DataType::kFloat64),
+                            StrCat("step ", step_ + 1, ": loss all-reduce")));
+    total = {terms[0], terms[1], terms[2], terms[3]};
+  }
   if (!std::isfinite(total.loss)) {
     model_->ResetExpertLoads();
     return absl::FailedPreconditionError(StrCat("the loss of step ", step_ + 1, " is ", total.loss,
@@ -268,10 +311,17 @@ absl::StatusOr<StepProgress> Trainer::Step() {
   StepProgress p;
   p.lr = LearningRate(schedule_, step_);
   const kernels::CpuContext ctx{pool_.get()};
-  absl::StatusOr<OptimizerStepResult> opt = optimizer_->Step(ctx, p.lr, &params);
+  absl::StatusOr<OptimizerStepResult> opt =
+      zero_ != nullptr ? zero_->Step(ctx, p.lr, &params) : optimizer_->Step(ctx, p.lr, &params);
   if (!opt.ok()) {
     model_->ResetExpertLoads();
     return opt.status();
+  }
+  if (zero_ != nullptr) {  // every replica applies the bias update of the global batch's loads
+    std::vector<int64_t>& loads = model_->expert_loads();
+    RETURN_IF_ERROR(WaitFor(
+        o.data_parallel->AllReduce(loads.data(), loads.data(), loads.size(), DataType::kInt64),
+        StrCat("step ", step_ + 1, ": expert-load all-reduce")));
   }
 
   // Expert-load balance over the whole global batch, then the bias update from the same loads.
@@ -376,12 +426,16 @@ absl::StatusOr<CheckpointEvent> Trainer::Checkpoint() {
   state.extra["micro_batches"] = StrCat(options_.micro_batches);
   const std::map<std::string, int64_t> layout = {{"pipeline_parallel", 1},
                                                  {"expert_parallel", 1},
-                                                 {"data_parallel", 1},
+                                                 {"data_parallel", dp_size_},
                                                  {"micro_batches", options_.micro_batches}};
   ASSIGN_OR_RETURN(
       SavedCheckpoint saved,
-      SaveCheckpoint(options_.checkpoint_dir, step_, options_.model, layout, model_->parameters(),
-                     *optimizer_, state, options_.checkpoint_keep));
+      zero_ != nullptr
+          ? SaveDataParallelCheckpoint(options_.checkpoint_dir, step_, options_.model, layout,
+                                       model_->parameters(), *zero_, state,
+                                       options_.checkpoint_keep, options_.data_parallel.get())
+          : SaveCheckpoint(options_.checkpoint_dir, step_, options_.model, layout,
+                           model_->parameters(), *optimizer_, state, options_.checkpoint_keep));
   CheckpointEvent event;
   event.step = step_;
   event.path = saved.path;
@@ -392,6 +446,18 @@ absl::StatusOr<CheckpointEvent> Trainer::Checkpoint() {
 
 absl::StatusOr<TrainSummary> Trainer::Run(const TrainerCallbacks& callbacks,
                                           const std::atomic<bool>* stop) {
+  absl::StatusOr<TrainSummary> summary = RunSteps(callbacks, stop);
+  if (!summary.ok() && zero_ != nullptr) {
+    // Let the other replicas fail now rather than at their communicator's timeout.
+    options_.data_parallel->Abort(absl::Status(
+        summary.status().code(),
+        StrCat("data-parallel rank ", dp_rank_, " failed: ", summary.status().message())));
+  }
+  return summary;
+}
+
+absl::StatusOr<TrainSummary> Trainer::RunSteps(const TrainerCallbacks& callbacks,
+                                               const std::atomic<bool>* stop) {
   const auto start = std::chrono::steady_clock::now();
   const TrainerOptions& o = options_;
   TrainSummary summary;
@@ -421,7 +487,13 @@ absl::StatusOr<TrainSummary> Trainer::Run(const TrainerCallbacks& callbacks,
     ASSIGN_OR_RETURN(StepProgress progress, Step());
     summary.tokens_this_run += o.global_batch_tokens;
     if (callbacks.on_step) callbacks.on_step(progress);
-    if (stop != nullptr && stop->load()) {
+    int64_t stopping = stop != nullptr && stop->load() ? 1 : 0;
+    if (zero_ != nullptr) {  // a signal to any rank stops every rank after the same step
+      RETURN_IF_ERROR(
+          WaitFor(options_.data_parallel->AllReduce(&stopping, &stopping, 1, DataType::kInt64),
+                  StrCat("step ", step_, ": stop-flag all-reduce")));
+    }
+    if (stopping != 0) {
       summary.stopped = true;
       break;
     }

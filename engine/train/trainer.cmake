@@ -5,9 +5,11 @@ add_library(dsv3_trainer STATIC
   ${CMAKE_CURRENT_LIST_DIR}/optimizer.cc
   ${CMAKE_CURRENT_LIST_DIR}/trainer_checkpoint.cc
   ${CMAKE_CURRENT_LIST_DIR}/trainer.cc
+  ${CMAKE_CURRENT_LIST_DIR}/zero_optimizer.cc
+  ${CMAKE_CURRENT_LIST_DIR}/data_parallel_checkpoint.cc
 )
 target_link_libraries(dsv3_trainer
-  PUBLIC dsv3_model dsv3_checkpoint dsv3_data dsv3_kernels dsv3_common absl::status
+  PUBLIC dsv3_model dsv3_checkpoint dsv3_data dsv3_kernels dsv3_comm dsv3_common absl::status
          absl::statusor absl::strings)
 
 # Schedule, optimizer and checkpoint-content tests: no forward or backward of the model.
@@ -38,3 +40,10 @@ target_compile_definitions(trainer_brown_test PRIVATE
 add_dependencies(trainer_brown_test dsv3-data)
 gtest_discover_tests(trainer_brown_test TEST_PREFIX "trainer_brown." DISCOVERY_TIMEOUT 60
                      PROPERTIES TIMEOUT 600)
+
+# Data parallelism with ZeRO-1: D in-process ranks (threads, the in-process communicator) against
+# the single-process trainer on the same global batch; the sharded optimizer and its checkpoints.
+add_executable(trainer_dp_test ${CMAKE_CURRENT_LIST_DIR}/trainer_dp_test.cc)
+target_link_libraries(trainer_dp_test PRIVATE dsv3_trainer dsv3_testing GTest::gtest_main)
+gtest_discover_tests(trainer_dp_test TEST_PREFIX "trainer_dp." DISCOVERY_TIMEOUT 60
+                     PROPERTIES TIMEOUT 300)

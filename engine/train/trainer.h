@@ -3,16 +3,24 @@
 // (data_loader.h), validation, the auxiliary-loss-free bias update once per step, and checkpoints
 // with resume (trainer_checkpoint.h) that continue bit-for-bit. Options are a plain struct (the
 // fields of a resolved job spec it needs; no protobuf in the engine). Not here: spec parsing
-// (coordinator/job_spec.h, used by cli/train_run_cmd.cc), pipeline and expert parallelism,
-// data-parallel replicas.
+// (coordinator/job_spec.h, used by cli/train_run_cmd.cc), pipeline and expert parallelism.
+//
+// Data parallelism: with TrainerOptions::data_parallel of size D > 1 this object is rank r of D
+// replicas (one per process or thread), each calling every method in the same order; optimizer
+// state is sharded ZeRO-1 style (zero_optimizer.h) and checkpoints are written by every rank
+// (data_parallel_checkpoint.h). A D-rank run gives the losses and parameters of the one-process
+// run of the same global batch up to floating-point summation order.
 //
 // One step s (0-based; s steps are complete before it):
 //   1. zero the gradients;
-//   2. for each micro-batch m of M: rows DataLoader::Slice(s, m, M, 0, 1) -> Model::Run with
+//   2. for each micro-batch m of M: rows DataLoader::Slice(s, m, M, r, D) -> Model::Run with
 //      normalizer_rows = B (the global batch's rows), so the micro-batch gradients and loss terms
-//      SUM to those of the global batch;
-//   3. AdamW at LearningRate(s) with the pre-clip global norm clipped to grad_clip;
-//   4. Model::ApplyBiasUpdate(bias_update_speed) from the loads of all M micro-batches.
+//      SUM (over micro-batches and ranks) to those of the global batch; with D > 1 the loss
+//      terms are all-reduced;
+//   3. AdamW at LearningRate(s) with the pre-clip global norm clipped to grad_clip (D > 1:
+//      ZeroAdamW -- reduce-scatter, sharded update, all-gather);
+//   4. Model::ApplyBiasUpdate(bias_update_speed) from the loads of all M micro-batches (D > 1:
+//      all-reduced first, so every replica applies the same update).
 // Validation runs every val_every_steps completed steps and at the end; a checkpoint is written
 // every checkpoint_every_steps and at the end.
 #ifndef DSV3_ENGINE_TRAIN_TRAINER_H_
@@ -30,9 +38,11 @@
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
 #include "engine/model/model.h"
+#include "engine/parallel/communicator.h"
 #include "engine/train/data_loader.h"
 #include "engine/train/lr_schedule.h"
 #include "engine/train/optimizer.h"
+#include "engine/train/zero_optimizer.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace dsv3::train {
@@ -71,6 +81,12 @@ struct TrainerOptions {
   // > 0: end this run once this many steps are complete (validation and checkpoint as at the
   // end); the LR schedule still spans `steps`. For tests and for splitting a job into sessions.
   int64_t stop_after_step = 0;
+
+  // The data-parallel group this trainer is one rank of (shared with the caller, who keeps it
+  // alive as long as the trainer); null or of size 1: a single-process run. Every rank of the group
+  // must be given the same options otherwise. With D ranks, global_batch_tokens must be a multiple
+  // of seq_len * micro_batches * D.
+  std::shared_ptr<parallel::Communicator> data_parallel;
 };
 
 // What one step did. Loss terms are the global batch's (the sum of the micro-batch shares).
@@ -148,12 +164,18 @@ class Trainer {
   int64_t batch_rows() const { return batch_rows_; }  // B
   int64_t num_parameters() const;
   model::Model& model() { return *model_; }
+  // The single-process optimizer; only when dp_size() == 1.
   const AdamW& optimizer() const { return *optimizer_; }
+  // The ZeRO-1 optimizer; null when dp_size() == 1.
+  const ZeroAdamW* zero_optimizer() const { return zero_.get(); }
+  int dp_rank() const { return dp_rank_; }
+  int dp_size() const { return dp_size_; }
 
   // Trains until `steps` (or stop_after_step) steps are complete, calling back after every step,
   // validation and checkpoint (on this thread). With `stop` set (e.g. by a signal handler) it ends
   // after the current step, with a checkpoint. Errors: those of Step, Validate, Checkpoint; steps
-  // completed before an error stay done (and checkpointed where due).
+  // completed before an error stay done (and checkpointed where due). With D > 1 an error on this
+  // rank aborts the communicator, so the other ranks fail promptly too.
   absl::StatusOr<TrainSummary> Run(const TrainerCallbacks& callbacks,
                                    const std::atomic<bool>* stop = nullptr);
 
@@ -174,13 +196,18 @@ class Trainer {
  private:
   Trainer(const TrainerOptions& options, int64_t batch_rows);
   absl::Status Init();
+  absl::StatusOr<TrainSummary> RunSteps(const TrainerCallbacks& callbacks,
+                                        const std::atomic<bool>* stop);
 
   TrainerOptions options_;
   int64_t batch_rows_;  // B
   LrSchedule schedule_;
   std::unique_ptr<kernels::ThreadPool> pool_;
   std::unique_ptr<model::Model> model_;
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<AdamW> optimizer_;  // dp_size_ == 1
+  std::unique_ptr<ZeroAdamW> zero_;   // dp_size_ > 1
+  int dp_rank_ = 0;
+  int dp_size_ = 1;
   std::unique_ptr<DataLoader> train_loader_;
   std::unique_ptr<ValidationIterator> val_batches_;  // null without validation data
   int64_t step_ = 0;

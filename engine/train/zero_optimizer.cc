@@ -1,0 +1,270 @@
+// ZeRO-1 AdamW over a data-parallel group (zero_optimizer.h).
+#include "engine/train/zero_optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "common/status_macros.h"
+#include "engine/train/str_cat.h"
+#include "kernels/cpu/adamw.h"
+#include "kernels/cpu/fp8.h"
+#include "kernels/cpu/grad_norm.h"
+
+namespace dsv3::train {
+namespace {
+
+using parallel::DataType;
+
+constexpr char kExpAvg[] = "exp_avg";
+constexpr char kExpAvgSq[] = "exp_avg_sq";
+
+DType StorageDType(MomentDType m) { return m == MomentDType::kBf16 ? DType::kBF16 : DType::kF32; }
+
+std::string Metadata(const SafetensorsReader& reader, const std::string& key) {
+  auto it = reader.metadata().find(key);
+  return it == reader.metadata().end() ? std::string() : it->second;
+}
+
+}  // namespace
+
+absl::Status WaitFor(std::unique_ptr<parallel::Work> work, const std::string& what) {
+  absl::Status s = work->Wait(absl::InfiniteDuration());
+  if (s.ok()) return s;
+  return absl::Status(s.code(), StrCat(what, ": ", s.message()));
+}
+
+absl::StatusOr<std::unique_ptr<ZeroAdamW>> ZeroAdamW::Create(const model::ParameterLayout& layout,
+                                                             const AdamWConfig& config,
+                                                             parallel::Communicator* comm) {
+  if (comm == nullptr) return absl::InvalidArgumentError("ZeroAdamW needs a communicator");
+  // The same checks as the single-process optimizer.
+  RETURN_IF_ERROR(AdamW::Create(layout, config).status());
+  return std::unique_ptr<ZeroAdamW>(new ZeroAdamW(layout, config, comm));
+}
+
+ZeroAdamW::ZeroAdamW(const model::ParameterLayout& layout, const AdamWConfig& config,
+                     parallel::Communicator* comm)
+    : config_(config), comm_(comm), total_size_(layout.total_size()) {
+  const int64_t d = comm->size();
+  shard_size_ = (total_size_ + d - 1) / d;
+  begin_ = std::min(total_size_, comm->rank() * shard_size_);
+  end_ = std::min(total_size_, begin_ + shard_size_);
+  // Trainable tensors intersected with the shard, in offset order, adjacent runs merged.
+  std::vector<Segment> pieces;
+  for (const model::ParamInfo& p : layout.params()) {
+    if (!p.trainable) continue;
+    const int64_t lo = std::max(begin_, p.offset);
+    const int64_t hi = std::min(end_, p.offset + p.size);
+    if (lo < hi) pieces.push_back({lo - begin_, hi - lo, p.weight_decay});
+  }
+  std::sort(pieces.begin(), pieces.end(),
+            [](const Segment& a, const Segment& b) { return a.offset < b.offset; });
+  for (const Segment& s : pieces) {
+    if (!segments_.empty() && segments_.back().offset + segments_.back().size == s.offset &&
+        segments_.back().weight_decay == s.weight_decay) {
+      segments_.back().size += s.size;
+    } else {
+      segments_.push_back(s);
+    }
+  }
+  const size_t n = static_cast<size_t>(end_ - begin_);
+  if (config_.moments == MomentDType::kBf16) {
+    m16_.assign(n, 0);
+    v16_.assign(n, 0);
+  } else {
+    m32_.assign(n, 0.0f);
+    v32_.assign(n, 0.0f);
+  }
+  padded_.assign(static_cast<size_t>(d * shard_size_), 0.0f);
+  shard_grad_.assign(static_cast<size_t>(shard_size_), 0.0f);
+  shard_values_.assign(static_cast<size_t>(shard_size_), 0.0f);
+}
+
+absl::StatusOr<OptimizerStepResult> ZeroAdamW::Step(const kernels::CpuContext& ctx, double lr,
+                                                    model::ParameterSet* params) {
+  if (params == nullptr || params->layout.total_size() != total_size_ ||
+      static_cast<int64_t>(params->values.size()) != total_size_ ||
+      static_cast<int64_t>(params->grads.size()) != total_size_) {
+    std::cerr << "ZeroAdamW::Step: the parameter set does not have the optimizer's layout ("
+              << total_size_ << " elements)\n";
+    std::abort();
+  }
+  // 1. Reduce-scatter the padded flat gradient: shard_grad_ = sum over ranks of [r*S, (r+1)*S).
+  std::copy(params->grads.begin(), params->grads.end(), padded_.begin());
+  std::fill(padded_.begin() + total_size_, padded_.end(), 0.0f);
+  RETURN_IF_ERROR(
+      WaitFor(comm_->ReduceScatter(padded_.data(), shard_grad_.data(),
+                                   static_cast<size_t>(shard_size_), DataType::kFloat32),
+              StrCat("ZeRO-1 gradient reduce-scatter of step ", step_ + 1)));
+
+  // 2. The global norm: this shard's trainable sum of squares, summed over the group.
+  std::vector<const float*> buffers;
+  std::vector<int64_t> sizes;
+  for (const Segment& s : segments_) {
+    buffers.push_back(shard_grad_.data() + s.offset);
+    sizes.push_back(s.size);
+  }
+  double sum_sq = kernels::SumOfSquares(ctx, buffers.data(), sizes.data(),
+                                        static_cast<int64_t>(buffers.size()));
+  RETURN_IF_ERROR(WaitFor(comm_->AllReduce(&sum_sq, &sum_sq, 1, DataType::kFloat64),
+                          StrCat("ZeRO-1 gradient-norm all-reduce of step ", step_ + 1)));
+  OptimizerStepResult result;
+  result.grad_norm = std::sqrt(sum_sq);
+  if (!std::isfinite(result.grad_norm)) {
+    return absl::FailedPreconditionError(StrCat("the gradient norm of optimizer step ", step_ + 1,
+                                                " is ", result.grad_norm,
+                                                " (training diverged); nothing was updated"));
+  }
+  result.grad_scale =
+      config_.grad_clip > 0 ? kernels::ClipCoefficient(result.grad_norm, config_.grad_clip) : 1.0;
+  result.step = step_ + 1;
+
+  // 3. AdamW on the owned elements.
+  kernels::AdamWOptions o;
+  o.lr = lr;
+  o.beta1 = config_.beta1;
+  o.beta2 = config_.beta2;
+  o.eps = config_.eps;
+  o.weight_decay = config_.weight_decay;
+  o.step = result.step;
+  o.grad_scale = result.grad_scale;
+  for (const Segment& s : segments_) {
+    o.apply_weight_decay = s.weight_decay;
+    float* p = params->values.data() + begin_ + s.offset;
+    const float* g = shard_grad_.data() + s.offset;
+    if (config_.moments == MomentDType::kBf16) {
+      kernels::AdamWStepBf16Moments(ctx, o, p, g, m16_.data() + s.offset, v16_.data() + s.offset,
+                                    s.size);
+    } else {
+      kernels::AdamWStep(ctx, o, p, g, m32_.data() + s.offset, v32_.data() + s.offset, s.size);
+    }
+  }
+  step_ = result.step;
+
+  // 4. All-gather the parameters (the owner's values of every element, non-trainable ones too:
+  // those are the same on every rank).
+  std::fill(shard_values_.begin(), shard_values_.end(), 0.0f);
+  std::copy(params->values.begin() + begin_, params->values.begin() + end_, shard_values_.begin());
+  RETURN_IF_ERROR(WaitFor(comm_->AllGather(shard_values_.data(), padded_.data(),
+                                           static_cast<size_t>(shard_size_), DataType::kFloat32),
+                          StrCat("ZeRO-1 parameter all-gather of step ", step_)));
+  std::copy(padded_.begin(), padded_.begin() + total_size_, params->values.begin());
+  return result;
+}
+
+absl::Status ZeroAdamW::AddTo(SafetensorsWriter* writer) const {
+  const DType dtype = StorageDType(config_.moments);
+  const int64_t n = end_ - begin_;
+  const size_t bytes = static_cast<size_t>(n) * DTypeSize(dtype);
+  const bool bf16 = config_.moments == MomentDType::kBf16;
+  RETURN_IF_ERROR(writer->Add(kExpAvg, dtype, {n},
+                              bf16 ? static_cast<const void*>(m16_.data()) : m32_.data(), bytes));
+  RETURN_IF_ERROR(writer->Add(kExpAvgSq, dtype, {n},
+                              bf16 ? static_cast<const void*>(v16_.data()) : v32_.data(), bytes));
+  writer->SetMetadata("format", kZeroAdamWStateFormat);
+  writer->SetMetadata("format_version", "1");
+  writer->SetMetadata("step", StrCat(step_));
+  writer->SetMetadata("moment_dtype", MomentDTypeName(config_.moments));
+  writer->SetMetadata("world_size", StrCat(comm_->size()));
+  writer->SetMetadata("rank", StrCat(comm_->rank()));
+  writer->SetMetadata("shard_begin", StrCat(begin_));
+  writer->SetMetadata("shard_end", StrCat(end_));
+  writer->SetMetadata("total_size", StrCat(total_size_));
+  return absl::OkStatus();
+}
+
+absl::Status ZeroAdamW::Load(const SafetensorsReader& reader) {
+  const std::string& path = reader.path();
+  auto data_loss = [&](const std::string& what) {
+    return absl::DataLossError(StrCat("optimizer state ", path, ": ", what));
+  };
+  if (const std::string f = Metadata(reader, "format"); f != kZeroAdamWStateFormat) {
+    return data_loss(
+        StrCat("metadata format is \"", f, "\", expected \"", kZeroAdamWStateFormat, "\""));
+  }
+  if (const std::string v = Metadata(reader, "format_version"); v != "1") {
+    return data_loss(StrCat("metadata format_version is \"", v, "\", expected \"1\""));
+  }
+  auto integer = [&](const char* key, int64_t* out) -> absl::Status {
+    const std::string s = Metadata(reader, key);
+    if (!absl::SimpleAtoi(s, out) || *out < 0) {
+      return data_loss(StrCat("metadata ", key, " is \"", s, "\", expected a count >= 0"));
+    }
+    return absl::OkStatus();
+  };
+  int64_t step = 0, world = 0, rank = 0, begin = 0, end = 0, total = 0;
+  RETURN_IF_ERROR(integer("step", &step));
+  RETURN_IF_ERROR(integer("world_size", &world));
+  RETURN_IF_ERROR(integer("rank", &rank));
+  RETURN_IF_ERROR(integer("shard_begin", &begin));
+  RETURN_IF_ERROR(integer("shard_end", &end));
+  RETURN_IF_ERROR(integer("total_size", &total));
+  if (world != comm_->size() || rank != comm_->rank()) {
+    return absl::FailedPreconditionError(
+        StrCat("optimizer state ", path, " is the shard of rank ", rank, " of ", world,
+               " data-parallel ranks but this is rank ", comm_->rank(), " of ", comm_->size(),
+               " (resharding ZeRO-1 state to another world size is not yet supported)"));
+  }
+  if (total != total_size_ || begin != begin_ || end != end_) {
+    return absl::FailedPreconditionError(
+        StrCat("optimizer state ", path, " holds elements [", begin, ", ", end, ") of ", total,
+               " but this rank owns [", begin_, ", ", end_, ") of ", total_size_));
+  }
+  const std::string expected_dtype = MomentDTypeName(config_.moments);
+  if (const std::string d = Metadata(reader, "moment_dtype"); d != expected_dtype) {
+    return absl::FailedPreconditionError(StrCat("optimizer state ", path, " holds \"", d,
+                                                "\" moments but this job keeps ", expected_dtype,
+                                                " moments: the precision changed"));
+  }
+  const DType dtype = StorageDType(config_.moments);
+  const std::vector<int64_t> shape = {end_ - begin_};
+  const size_t bytes = static_cast<size_t>(end_ - begin_) * DTypeSize(dtype);
+  for (const TensorInfo& t : reader.tensors()) {
+    if (t.name != kExpAvg && t.name != kExpAvgSq) {
+      return data_loss(StrCat("unexpected tensor \"", t.name, "\""));
+    }
+  }
+  std::vector<float> m32(m32_.size()), v32(v32_.size());
+  std::vector<uint16_t> m16(m16_.size()), v16(v16_.size());
+  const bool bf16 = config_.moments == MomentDType::kBf16;
+  for (const char* name : {kExpAvg, kExpAvgSq}) {
+    if (!reader.Contains(name)) return data_loss(StrCat("no tensor \"", name, "\""));
+    ASSIGN_OR_RETURN(const TensorInfo* info, reader.Find(name));
+    if (info->dtype != dtype || info->shape != shape) {
+      return data_loss(StrCat("tensor \"", name, "\" is ", DTypeName(info->dtype), " ",
+                              ShapeToString(info->shape), ", expected ", DTypeName(dtype), " ",
+                              ShapeToString(shape)));
+    }
+    const bool first = std::strcmp(name, kExpAvg) == 0;
+    void* dst = bf16 ? static_cast<void*>((first ? m16 : v16).data())
+                     : static_cast<void*>((first ? m32 : v32).data());
+    RETURN_IF_ERROR(reader.ReadInto(name, dtype, shape, dst, bytes));
+  }
+  m32_ = std::move(m32);
+  v32_ = std::move(v32);
+  m16_ = std::move(m16);
+  v16_ = std::move(v16);
+  step_ = step;
+  return absl::OkStatus();
+}
+
+std::vector<float> ZeroAdamW::ExpAvg() const {
+  if (config_.moments == MomentDType::kF32) return m32_;
+  std::vector<float> out(m16_.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = kernels::Bf16ToFloat(m16_[i]);
+  return out;
+}
+
+std::vector<float> ZeroAdamW::ExpAvgSq() const {
+  if (config_.moments == MomentDType::kF32) return v32_;
+  std::vector<float> out(v16_.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = kernels::Bf16ToFloat(v16_[i]);
+  return out;
+}
+
+}  // namespace dsv3::train
