@@ -9,6 +9,8 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
+#include "kernels/cpu/avx512_exp.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -34,25 +36,8 @@ DSV3_AVX512 inline __mmask16 TailMask(int64_t remaining) {
                          : static_cast<__mmask16>((1u << remaining) - 1u);
 }
 
-// exp(x) for every lane, within 2 ulp of the exact value on the range softmax uses: the Cephes
-// expf reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial in r, then a scale by 2^n
-// that underflows gracefully. exp(-inf) = 0 exactly (inputs below -200 are clamped there, whose
-// exp is 0 in FP32); NaN stays NaN.
-DSV3_AVX512 inline __m512 Exp(__m512 x) {
-  x = _mm512_max_ps(_mm512_set1_ps(-200.0f), x);  // The NaN operand is returned when x is NaN.
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(y, n);
-}
+// The vector exp (avx512_exp.h).
+DSV3_AVX512 inline __m512 Exp(__m512 x) { return Avx512Exp(x); }
 
 // One register tile: C[MR, 16 * NV] = (accumulate ? row_scale * C : 0) + A[MR, K] * B[K, 16 * NV],
 // the last vector of each row limited to the lanes in `last`.

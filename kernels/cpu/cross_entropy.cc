@@ -1,4 +1,5 @@
-// Fused cross-entropy on the CPU: rows in parallel, per-row losses summed in row order.
+// Fused cross-entropy on the CPU: rows in parallel (AVX-512 row kernels where available and
+// ctx.use_simd, else the portable loop), per-row losses summed in row order.
 
 #include "kernels/cpu/cross_entropy.h"
 
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "kernels/check.h"
+#include "kernels/cpu/cross_entropy_kernels.h"
 #include "kernels/cpu/ops_common.h"
 
 namespace dsv3::kernels {
@@ -43,6 +45,8 @@ double CrossEntropyForwardBackward(const CpuContext& ctx, const float* logits,
   const float grad_factor =
       count > 0 ? static_cast<float>(options.grad_scale / static_cast<double>(count)) : 0.0f;
 
+  const internal::CrossEntropyRowKernels* simd =
+      ctx.use_simd ? internal::Avx512CrossEntropyRowKernels() : nullptr;
   std::vector<double> row_loss(tokens, 0.0);
   ParallelFor(ctx, tokens, internal::RowGrain(vocab), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
@@ -54,6 +58,18 @@ double CrossEntropyForwardBackward(const CpuContext& ctx, const float* logits,
         continue;
       }
       const float xy = x[y];  // Read before an in-place gradient overwrites the row.
+      if (simd != nullptr) {
+        float m = 0;
+        const double sum = simd->max_exp_sum(x, vocab, d, &m);
+        if (d != nullptr) {
+          const float inv_sum = static_cast<float>(1.0 / sum);
+          const float p_y = d[y] * inv_sum;
+          simd->scale(d, vocab, inv_sum, grad_factor);
+          d[y] = (p_y - 1.0f) * grad_factor;
+        }
+        row_loss[t] = static_cast<double>(m) + std::log(sum) - static_cast<double>(xy);
+        continue;
+      }
       float m = x[0];
       for (int64_t j = 1; j < vocab; ++j) m = std::max(m, x[j]);
       double sum = 0.0;

@@ -28,6 +28,9 @@ struct CrossEntropyOptions {
 //   loss_t = lse_t - x_y
 //   dlogits[t, j] = (exp(x_j - m) / sum - [j == y]) * (grad_scale / count)    (FP32)
 // Returns sum_t loss_t / count, summed in token order in double.
+// exp: libm's expf, or, with ctx.use_simd on a CPU with AVX-512 (F, DQ), the vector exp of
+// avx512_exp.h (within 2 ulp) with the row sum kept in 16 double lane partials added in lane order;
+// the two paths agree to rounding, not bit for bit. Either is thread-count invariant.
 //   logits:  [tokens, vocab] row-major FP32
 //   targets: [tokens] int32, each in [0, vocab) or == ignore_index (else abort)
 //   dlogits: [tokens, vocab] row-major, written; nullptr for the loss only; may be logits itself

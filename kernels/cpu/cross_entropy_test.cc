@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -138,6 +139,31 @@ TEST(CrossEntropy, ResultsAreBitIdenticalForAnyThreadCount) {
     double loss = 0;
     EXPECT_TRUE(SameBits("dlogits", one, run(&pool, &loss))) << threads << " threads";
     EXPECT_EQ(loss, one_loss) << threads << " threads";
+  }
+}
+
+TEST(CrossEntropy, SimdAndPortablePathsAgree) {
+  // The AVX-512 row kernels (vector exp, lane-partial sums) against the portable loop (libm expf,
+  // one running sum), with row lengths that leave every tail size and a row with -inf entries.
+  std::mt19937_64 rng(testing::TestSeed(68));
+  for (int64_t vocab : {1, 15, 16, 17, 1001, 4096}) {
+    const int64_t tokens = 37;
+    std::vector<float> logits = testing::RandomNormal(rng, tokens * vocab, 4.0);
+    if (vocab > 3) logits[2] = logits[5] = -std::numeric_limits<float>::infinity();
+    std::vector<int32_t> targets(tokens);
+    for (auto& t : targets) t = static_cast<int32_t>(rng() % vocab);
+    targets[0] = 0;
+    std::vector<float> simd(logits.size()), portable(logits.size());
+    const double a = CrossEntropyForwardBackward(CpuContext{nullptr, true}, logits.data(),
+                                                 targets.data(), tokens, vocab, {}, simd.data());
+    const double b = CrossEntropyForwardBackward(CpuContext{nullptr, false}, logits.data(),
+                                                 targets.data(), tokens, vocab, {},
+                                                 portable.data());
+    EXPECT_NEAR(a, b, 1e-6 * std::abs(b)) << "vocab " << vocab;
+    for (size_t i = 0; i < simd.size(); ++i) {
+      ASSERT_NEAR(simd[i], portable[i], 1e-6f * std::abs(portable[i]) + 1e-12f)
+          << "vocab " << vocab << " element " << i;
+    }
   }
 }
 

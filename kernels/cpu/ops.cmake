@@ -5,6 +5,7 @@
 target_sources(dsv3_kernels PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/adamw.cc
   ${CMAKE_CURRENT_LIST_DIR}/cross_entropy.cc
+  ${CMAKE_CURRENT_LIST_DIR}/cross_entropy_avx512.cc
   ${CMAKE_CURRENT_LIST_DIR}/embedding.cc
   ${CMAKE_CURRENT_LIST_DIR}/grad_norm.cc
   ${CMAKE_CURRENT_LIST_DIR}/permute.cc
