@@ -14,30 +14,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/model/parameters.h"
+#include "engine/train/adamw_shard.h"
 #include "engine/train/safetensors.h"
 #include "kernels/cpu/context.h"
 
 namespace dsv3::train {
 
-// How the first and second moments are stored.
-enum class MomentDType { kF32, kBf16 };
-// "F32", "BF16" (the safetensors dtype names the state is saved with).
-std::string MomentDTypeName(MomentDType dtype);
-
-struct AdamWConfig {
-  double beta1 = 0.9;
-  double beta2 = 0.95;
-  double eps = 1e-8;
-  double weight_decay = 0.1;  // decoupled; applied only to tensors with ParamInfo::weight_decay
-  double grad_clip = 1.0;     // max global L2 norm of the trainable gradients; 0 = no clipping
-  MomentDType moments = MomentDType::kBf16;
-};
-
-struct OptimizerStepResult {
-  int64_t step = 0;       // optimizer steps completed, this one included (1-based)
-  double grad_norm = 0;   // global L2 norm of the trainable gradients BEFORE clipping
-  double grad_scale = 1;  // the factor the gradients were multiplied by (1 = not clipped)
-};
+// MomentDType, AdamWConfig and OptimizerStepResult are in adamw_shard.h.
 
 // The metadata keys of a saved state (values are strings): format "dsv3-adamw", format_version
 // "1", step (decimal), moment_dtype ("BF16" or "F32"), and beta1/beta2/eps (informational).
@@ -85,24 +68,13 @@ class AdamW {
   std::vector<float> ExpAvgSq(const model::ParamInfo& info) const;
 
  private:
-  // A run of trainable tensors that are contiguous in the flat buffers and share the decay flag.
-  struct Segment {
-    int64_t offset = 0;
-    int64_t size = 0;
-    bool weight_decay = false;
-  };
-
   AdamW(const model::ParameterLayout& layout, const AdamWConfig& config);
 
   AdamWConfig config_;
   std::vector<model::ParamInfo> params_;  // trainable tensors, in layout order
   int64_t total_size_ = 0;
-  std::vector<Segment> segments_;  // in offset order
   int64_t step_ = 0;
-  // The moments, in the flat parameter layout ([total_size]; entries of non-trainable tensors stay
-  // zero). One pair is used, by config_.moments.
-  std::vector<float> m32_, v32_;
-  std::vector<uint16_t> m16_, v16_;
+  AdamWShard shard_;  // all of [0, total_size)
 };
 
 }  // namespace dsv3::train

@@ -2,6 +2,7 @@
 # training loop with checkpoint/resume, and their tests. Included from engine/train/CMakeLists.txt.
 add_library(dsv3_trainer STATIC
   ${CMAKE_CURRENT_LIST_DIR}/lr_schedule.cc
+  ${CMAKE_CURRENT_LIST_DIR}/adamw_shard.cc
   ${CMAKE_CURRENT_LIST_DIR}/optimizer.cc
   ${CMAKE_CURRENT_LIST_DIR}/trainer_checkpoint.cc
   ${CMAKE_CURRENT_LIST_DIR}/trainer.cc

@@ -11,9 +11,6 @@
 #include "absl/strings/numbers.h"
 #include "common/status_macros.h"
 #include "engine/train/str_cat.h"
-#include "kernels/cpu/adamw.h"
-#include "kernels/cpu/fp8.h"
-#include "kernels/cpu/grad_norm.h"
 
 namespace dsv3::train {
 namespace {
@@ -22,8 +19,6 @@ using parallel::DataType;
 
 constexpr char kExpAvg[] = "exp_avg";
 constexpr char kExpAvgSq[] = "exp_avg_sq";
-
-DType StorageDType(MomentDType m) { return m == MomentDType::kBf16 ? DType::kBF16 : DType::kF32; }
 
 std::string Metadata(const SafetensorsReader& reader, const std::string& key) {
   auto it = reader.metadata().find(key);
@@ -47,40 +42,30 @@ absl::StatusOr<std::unique_ptr<ZeroAdamW>> ZeroAdamW::Create(const model::Parame
   return std::unique_ptr<ZeroAdamW>(new ZeroAdamW(layout, config, comm));
 }
 
+namespace {
+
+// [begin, end) of rank `rank`'s shard of `total` elements over `world` ranks (shards of
+// ceil(total / world), the last ones short or empty).
+int64_t ShardSize(int64_t total, int world) { return (total + world - 1) / world; }
+int64_t ShardBegin(int64_t total, int world, int rank) {
+  return std::min(total, rank * ShardSize(total, world));
+}
+int64_t ShardEnd(int64_t total, int world, int rank) {
+  return std::min(total, ShardBegin(total, world, rank) + ShardSize(total, world));
+}
+
+}  // namespace
+
 ZeroAdamW::ZeroAdamW(const model::ParameterLayout& layout, const AdamWConfig& config,
                      parallel::Communicator* comm)
-    : config_(config), comm_(comm), total_size_(layout.total_size()) {
-  const int64_t d = comm->size();
-  shard_size_ = (total_size_ + d - 1) / d;
-  begin_ = std::min(total_size_, comm->rank() * shard_size_);
-  end_ = std::min(total_size_, begin_ + shard_size_);
-  // Trainable tensors intersected with the shard, in offset order, adjacent runs merged.
-  std::vector<Segment> pieces;
-  for (const model::ParamInfo& p : layout.params()) {
-    if (!p.trainable) continue;
-    const int64_t lo = std::max(begin_, p.offset);
-    const int64_t hi = std::min(end_, p.offset + p.size);
-    if (lo < hi) pieces.push_back({lo - begin_, hi - lo, p.weight_decay});
-  }
-  std::sort(pieces.begin(), pieces.end(),
-            [](const Segment& a, const Segment& b) { return a.offset < b.offset; });
-  for (const Segment& s : pieces) {
-    if (!segments_.empty() && segments_.back().offset + segments_.back().size == s.offset &&
-        segments_.back().weight_decay == s.weight_decay) {
-      segments_.back().size += s.size;
-    } else {
-      segments_.push_back(s);
-    }
-  }
-  const size_t n = static_cast<size_t>(end_ - begin_);
-  if (config_.moments == MomentDType::kBf16) {
-    m16_.assign(n, 0);
-    v16_.assign(n, 0);
-  } else {
-    m32_.assign(n, 0.0f);
-    v32_.assign(n, 0.0f);
-  }
-  padded_.assign(static_cast<size_t>(d * shard_size_), 0.0f);
+    : config_(config),
+      comm_(comm),
+      total_size_(layout.total_size()),
+      shard_size_(ShardSize(total_size_, comm->size())),
+      begin_(ShardBegin(total_size_, comm->size(), comm->rank())),
+      end_(ShardEnd(total_size_, comm->size(), comm->rank())),
+      shard_(layout, config, begin_, end_) {
+  padded_.assign(static_cast<size_t>(comm->size() * shard_size_), 0.0f);
   shard_grad_.assign(static_cast<size_t>(shard_size_), 0.0f);
   shard_values_.assign(static_cast<size_t>(shard_size_), 0.0f);
 }
@@ -103,47 +88,14 @@ absl::StatusOr<OptimizerStepResult> ZeroAdamW::Step(const kernels::CpuContext& c
               StrCat("ZeRO-1 gradient reduce-scatter of step ", step_ + 1)));
 
   // 2. The global norm: this shard's trainable sum of squares, summed over the group.
-  std::vector<const float*> buffers;
-  std::vector<int64_t> sizes;
-  for (const Segment& s : segments_) {
-    buffers.push_back(shard_grad_.data() + s.offset);
-    sizes.push_back(s.size);
-  }
-  double sum_sq = kernels::SumOfSquares(ctx, buffers.data(), sizes.data(),
-                                        static_cast<int64_t>(buffers.size()));
+  double sum_sq = shard_.SumOfSquares(ctx, shard_grad_.data());
   RETURN_IF_ERROR(WaitFor(comm_->AllReduce(&sum_sq, &sum_sq, 1, DataType::kFloat64),
                           StrCat("ZeRO-1 gradient-norm all-reduce of step ", step_ + 1)));
-  OptimizerStepResult result;
-  result.grad_norm = std::sqrt(sum_sq);
-  if (!std::isfinite(result.grad_norm)) {
-    return absl::FailedPreconditionError(StrCat("the gradient norm of optimizer step ", step_ + 1,
-                                                " is ", result.grad_norm,
-                                                " (training diverged); nothing was updated"));
-  }
-  result.grad_scale =
-      config_.grad_clip > 0 ? kernels::ClipCoefficient(result.grad_norm, config_.grad_clip) : 1.0;
-  result.step = step_ + 1;
+  ASSIGN_OR_RETURN(const OptimizerStepResult result,
+                   ClipStep(config_, std::sqrt(sum_sq), step_ + 1));
 
   // 3. AdamW on the owned elements.
-  kernels::AdamWOptions o;
-  o.lr = lr;
-  o.beta1 = config_.beta1;
-  o.beta2 = config_.beta2;
-  o.eps = config_.eps;
-  o.weight_decay = config_.weight_decay;
-  o.step = result.step;
-  o.grad_scale = result.grad_scale;
-  for (const Segment& s : segments_) {
-    o.apply_weight_decay = s.weight_decay;
-    float* p = params->values.data() + begin_ + s.offset;
-    const float* g = shard_grad_.data() + s.offset;
-    if (config_.moments == MomentDType::kBf16) {
-      kernels::AdamWStepBf16Moments(ctx, o, p, g, m16_.data() + s.offset, v16_.data() + s.offset,
-                                    s.size);
-    } else {
-      kernels::AdamWStep(ctx, o, p, g, m32_.data() + s.offset, v32_.data() + s.offset, s.size);
-    }
-  }
+  shard_.Update(ctx, lr, result, params->values.data() + begin_, shard_grad_.data());
   step_ = result.step;
 
   // 4. All-gather the parameters (the owner's values of every element, non-trainable ones too:
@@ -158,14 +110,11 @@ absl::StatusOr<OptimizerStepResult> ZeroAdamW::Step(const kernels::CpuContext& c
 }
 
 absl::Status ZeroAdamW::AddTo(SafetensorsWriter* writer) const {
-  const DType dtype = StorageDType(config_.moments);
+  const DType dtype = MomentStorageDType(config_.moments);
   const int64_t n = end_ - begin_;
   const size_t bytes = static_cast<size_t>(n) * DTypeSize(dtype);
-  const bool bf16 = config_.moments == MomentDType::kBf16;
-  RETURN_IF_ERROR(writer->Add(kExpAvg, dtype, {n},
-                              bf16 ? static_cast<const void*>(m16_.data()) : m32_.data(), bytes));
-  RETURN_IF_ERROR(writer->Add(kExpAvgSq, dtype, {n},
-                              bf16 ? static_cast<const void*>(v16_.data()) : v32_.data(), bytes));
+  RETURN_IF_ERROR(writer->Add(kExpAvg, dtype, {n}, shard_.exp_avg_data(0), bytes));
+  RETURN_IF_ERROR(writer->Add(kExpAvgSq, dtype, {n}, shard_.exp_avg_sq_data(0), bytes));
   writer->SetMetadata("format", kZeroAdamWStateFormat);
   writer->SetMetadata("format_version", "1");
   writer->SetMetadata("step", StrCat(step_));
@@ -221,7 +170,7 @@ absl::Status ZeroAdamW::Load(const SafetensorsReader& reader) {
                                                 "\" moments but this job keeps ", expected_dtype,
                                                 " moments: the precision changed"));
   }
-  const DType dtype = StorageDType(config_.moments);
+  const DType dtype = MomentStorageDType(config_.moments);
   const std::vector<int64_t> shape = {end_ - begin_};
   const size_t bytes = static_cast<size_t>(end_ - begin_) * DTypeSize(dtype);
   for (const TensorInfo& t : reader.tensors()) {
@@ -229,9 +178,7 @@ absl::Status ZeroAdamW::Load(const SafetensorsReader& reader) {
       return data_loss(StrCat("unexpected tensor \"", t.name, "\""));
     }
   }
-  std::vector<float> m32(m32_.size()), v32(v32_.size());
-  std::vector<uint16_t> m16(m16_.size()), v16(v16_.size());
-  const bool bf16 = config_.moments == MomentDType::kBf16;
+  AdamWShard loaded = shard_.ZeroedCopy();
   for (const char* name : {kExpAvg, kExpAvgSq}) {
     if (!reader.Contains(name)) return data_loss(StrCat("no tensor \"", name, "\""));
     ASSIGN_OR_RETURN(const TensorInfo* info, reader.Find(name));
@@ -241,30 +188,16 @@ absl::Status ZeroAdamW::Load(const SafetensorsReader& reader) {
                               ShapeToString(shape)));
     }
     const bool first = std::strcmp(name, kExpAvg) == 0;
-    void* dst = bf16 ? static_cast<void*>((first ? m16 : v16).data())
-                     : static_cast<void*>((first ? m32 : v32).data());
+    void* dst = first ? loaded.mutable_exp_avg_data(0) : loaded.mutable_exp_avg_sq_data(0);
     RETURN_IF_ERROR(reader.ReadInto(name, dtype, shape, dst, bytes));
   }
-  m32_ = std::move(m32);
-  v32_ = std::move(v32);
-  m16_ = std::move(m16);
-  v16_ = std::move(v16);
+  shard_ = std::move(loaded);
   step_ = step;
   return absl::OkStatus();
 }
 
-std::vector<float> ZeroAdamW::ExpAvg() const {
-  if (config_.moments == MomentDType::kF32) return m32_;
-  std::vector<float> out(m16_.size());
-  for (size_t i = 0; i < out.size(); ++i) out[i] = kernels::Bf16ToFloat(m16_[i]);
-  return out;
-}
+std::vector<float> ZeroAdamW::ExpAvg() const { return shard_.ExpAvg(0, shard_.size()); }
 
-std::vector<float> ZeroAdamW::ExpAvgSq() const {
-  if (config_.moments == MomentDType::kF32) return v32_;
-  std::vector<float> out(v16_.size());
-  for (size_t i = 0; i < out.size(); ++i) out[i] = kernels::Bf16ToFloat(v16_[i]);
-  return out;
-}
+std::vector<float> ZeroAdamW::ExpAvgSq() const { return shard_.ExpAvgSq(0, shard_.size()); }
 
 }  // namespace dsv3::train

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "engine/model/parameters.h"
 #include "engine/parallel/communicator.h"
+#include "engine/train/adamw_shard.h"
 #include "engine/train/optimizer.h"
 #include "engine/train/safetensors.h"
 #include "kernels/cpu/context.h"
@@ -71,14 +72,6 @@ class ZeroAdamW {
   std::vector<float> ExpAvgSq() const;
 
  private:
-  // A run of trainable elements of the shard that share the decay flag, in shard coordinates
-  // (offset relative to shard_begin).
-  struct Segment {
-    int64_t offset = 0;
-    int64_t size = 0;
-    bool weight_decay = false;
-  };
-
   ZeroAdamW(const model::ParameterLayout& layout, const AdamWConfig& config,
             parallel::Communicator* comm);
 
@@ -87,10 +80,8 @@ class ZeroAdamW {
   int64_t total_size_ = 0;
   int64_t shard_size_ = 0;
   int64_t begin_ = 0, end_ = 0;
-  std::vector<Segment> segments_;
   int64_t step_ = 0;
-  std::vector<float> m32_, v32_;  // [end - begin], by config_.moments
-  std::vector<uint16_t> m16_, v16_;
+  AdamWShard shard_;  // [begin_, end_)
   // Scratch: the padded flat buffer [D * S] and the reduced shard gradient [S].
   std::vector<float> padded_, shard_grad_, shard_values_;
 };
