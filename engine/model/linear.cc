@@ -70,32 +70,25 @@ void LinearForward(const CpuContext& ctx, const LinearRef& lin, const float* x, 
   }
 }
 
-void LinearBackward(const CpuContext& ctx, const LinearRef& lin, const float* x, const float* dy,
-                    int64_t m, float* dx, bool accumulate_dx) {
-  const GemmOptions dx_opts{.accumulate = accumulate_dx};
+namespace {
+
+thread_local DeferredWeightGrads* deferral_sink = nullptr;
+
+// dW += dy^T x in the Linear's precision.
+void LinearWgrad(const CpuContext& ctx, const LinearRef& lin, const float* x, const float* dy,
+                 int64_t m) {
   switch (lin.mode) {
     case GemmMode::kFp32:
-      if (dx != nullptr) kernels::GemmDgradFp32(ctx, dx_opts, dy, lin.w, m, lin.n, lin.k, dx);
       kernels::GemmWgradFp32(ctx, kAccumulate, dy, x, m, lin.n, lin.k, lin.dw);
       return;
     case GemmMode::kBf16: {
       const std::vector<uint16_t> dyb = ToBf16(ctx, dy, m * lin.n);
-      if (dx != nullptr) {
-        const std::vector<uint16_t> wb = ToBf16(ctx, lin.w, lin.n * lin.k);
-        kernels::GemmDgradBf16(ctx, dx_opts, dyb.data(), wb.data(), m, lin.n, lin.k, dx);
-      }
       const std::vector<uint16_t> xb = ToBf16(ctx, x, m * lin.k);
       kernels::GemmWgradBf16(ctx, kAccumulate, dyb.data(), xb.data(), m, lin.n, lin.k, lin.dw);
       return;
     }
     case GemmMode::kFp8: {
-      if (dx != nullptr) {
-        const Act8 dyq = Quant1x128(ctx, dy, m, lin.n);
-        const Act8 wq = Quant128x128(ctx, lin.w, lin.n, lin.k);
-        kernels::GemmDgradFp8(ctx, dx_opts, dyq.q.data(), dyq.s.data(), wq.q.data(), wq.s.data(),
-                              m, lin.n, lin.k, dx);
-      }
-      // Wgrad: dy^T tiled 128x1 along the tokens, x re-quantised from its 1x128 codes.
+      // dy^T tiled 128x1 along the tokens, x re-quantised from its 1x128 codes.
       std::vector<uint8_t> dyt_q(static_cast<size_t>(lin.n * m));
       std::vector<float> dyt_s(static_cast<size_t>(lin.n * NumTiles(m)));
       kernels::Quantize128x1Transposed(ctx, {}, dy, m, lin.n, dyt_q.data(), dyt_s.data());
@@ -109,6 +102,53 @@ void LinearBackward(const CpuContext& ctx, const LinearRef& lin, const float* x,
       return;
     }
   }
+}
+
+std::vector<float> Copy(const float* x, int64_t n) { return std::vector<float>(x, x + n); }
+
+}  // namespace
+
+void DeferredWeightGrads::Run(const CpuContext& ctx) {
+  std::vector<std::function<void(const CpuContext&)>> tasks;
+  tasks.swap(tasks_);
+  for (auto& task : tasks) task(ctx);
+}
+
+ScopedWeightGradDeferral::ScopedWeightGradDeferral(DeferredWeightGrads* sink)
+    : previous_(deferral_sink) {
+  deferral_sink = sink;
+}
+ScopedWeightGradDeferral::~ScopedWeightGradDeferral() { deferral_sink = previous_; }
+
+void LinearBackward(const CpuContext& ctx, const LinearRef& lin, const float* x, const float* dy,
+                    int64_t m, float* dx, bool accumulate_dx) {
+  if (dx != nullptr) {
+    const GemmOptions dx_opts{.accumulate = accumulate_dx};
+    switch (lin.mode) {
+      case GemmMode::kFp32:
+        kernels::GemmDgradFp32(ctx, dx_opts, dy, lin.w, m, lin.n, lin.k, dx);
+        break;
+      case GemmMode::kBf16: {
+        const std::vector<uint16_t> dyb = ToBf16(ctx, dy, m * lin.n);
+        const std::vector<uint16_t> wb = ToBf16(ctx, lin.w, lin.n * lin.k);
+        kernels::GemmDgradBf16(ctx, dx_opts, dyb.data(), wb.data(), m, lin.n, lin.k, dx);
+        break;
+      }
+      case GemmMode::kFp8: {
+        const Act8 dyq = Quant1x128(ctx, dy, m, lin.n);
+        const Act8 wq = Quant128x128(ctx, lin.w, lin.n, lin.k);
+        kernels::GemmDgradFp8(ctx, dx_opts, dyq.q.data(), dyq.s.data(), wq.q.data(), wq.s.data(),
+                              m, lin.n, lin.k, dx);
+        break;
+      }
+    }
+  }
+  if (deferral_sink == nullptr) {
+    LinearWgrad(ctx, lin, x, dy, m);
+    return;
+  }
+  deferral_sink->Add([lin, m, xs = Copy(x, m * lin.k), dys = Copy(dy, m * lin.n)](
+                         const CpuContext& c) { LinearWgrad(c, lin, xs.data(), dys.data(), m); });
 }
 
 namespace {
@@ -153,38 +193,25 @@ void GroupedLinearForward(const CpuContext& ctx, const GroupedLinearRef& lin, co
   }
 }
 
-void GroupedLinearBackward(const CpuContext& ctx, const GroupedLinearRef& lin, const float* x,
-                           const float* dy, const int64_t* rows_per_expert, int64_t rows,
-                           float* dx) {
+namespace {
+
+// dW_e += dy_e^T x_e for every expert e, in the grouped Linear's precision.
+void GroupedLinearWgrad(const CpuContext& ctx, const GroupedLinearRef& lin, const float* x,
+                        const float* dy, const int64_t* rows_per_expert, int64_t rows) {
   switch (lin.mode) {
     case GemmMode::kFp32:
-      if (dx != nullptr) {
-        kernels::GroupedGemmDgradFp32(ctx, kOverwrite, dy, lin.w, rows_per_expert, lin.experts,
-                                      lin.n, lin.k, dx);
-      }
       kernels::GroupedGemmWgradFp32(ctx, kAccumulate, dy, x, rows_per_expert, lin.experts, lin.n,
                                     lin.k, lin.dw);
       return;
     case GemmMode::kBf16: {
       const std::vector<uint16_t> dyb = ToBf16(ctx, dy, rows * lin.n);
-      if (dx != nullptr) {
-        const std::vector<uint16_t> wb = ToBf16(ctx, lin.w, lin.experts * lin.n * lin.k);
-        kernels::GroupedGemmDgradBf16(ctx, kOverwrite, dyb.data(), wb.data(), rows_per_expert,
-                                      lin.experts, lin.n, lin.k, dx);
-      }
       const std::vector<uint16_t> xb = ToBf16(ctx, x, rows * lin.k);
       kernels::GroupedGemmWgradBf16(ctx, kAccumulate, dyb.data(), xb.data(), rows_per_expert,
                                     lin.experts, lin.n, lin.k, lin.dw);
       return;
     }
     case GemmMode::kFp8: {
-      if (dx != nullptr) {
-        const Act8 dyq = Quant1x128(ctx, dy, rows, lin.n);
-        const Act8 wq = QuantExperts(ctx, lin);
-        kernels::GroupedGemmDgradFp8(ctx, kOverwrite, dyq.q.data(), dyq.s.data(), wq.q.data(),
-                                     wq.s.data(), rows_per_expert, lin.experts, lin.n, lin.k, dx);
-      }
-      // Wgrad: every expert's rows tiled 128x1 on their own (tiles restart at each expert).
+      // Every expert's rows tiled 128x1 on their own (tiles restart at each expert).
       const int64_t tiles = kernels::GroupedNumTiles(rows_per_expert, lin.experts);
       std::vector<uint8_t> dyt_q(static_cast<size_t>(lin.n * rows));
       std::vector<float> dyt_s(static_cast<size_t>(lin.n * tiles));
@@ -214,6 +241,45 @@ void GroupedLinearBackward(const CpuContext& ctx, const GroupedLinearRef& lin, c
       return;
     }
   }
+}
+
+}  // namespace
+
+void GroupedLinearBackward(const CpuContext& ctx, const GroupedLinearRef& lin, const float* x,
+                           const float* dy, const int64_t* rows_per_expert, int64_t rows,
+                           float* dx) {
+  if (dx != nullptr) {
+    switch (lin.mode) {
+      case GemmMode::kFp32:
+        kernels::GroupedGemmDgradFp32(ctx, kOverwrite, dy, lin.w, rows_per_expert, lin.experts,
+                                      lin.n, lin.k, dx);
+        break;
+      case GemmMode::kBf16: {
+        const std::vector<uint16_t> dyb = ToBf16(ctx, dy, rows * lin.n);
+        const std::vector<uint16_t> wb = ToBf16(ctx, lin.w, lin.experts * lin.n * lin.k);
+        kernels::GroupedGemmDgradBf16(ctx, kOverwrite, dyb.data(), wb.data(), rows_per_expert,
+                                      lin.experts, lin.n, lin.k, dx);
+        break;
+      }
+      case GemmMode::kFp8: {
+        const Act8 dyq = Quant1x128(ctx, dy, rows, lin.n);
+        const Act8 wq = QuantExperts(ctx, lin);
+        kernels::GroupedGemmDgradFp8(ctx, kOverwrite, dyq.q.data(), dyq.s.data(), wq.q.data(),
+                                     wq.s.data(), rows_per_expert, lin.experts, lin.n, lin.k, dx);
+        break;
+      }
+    }
+  }
+  if (deferral_sink == nullptr) {
+    GroupedLinearWgrad(ctx, lin, x, dy, rows_per_expert, rows);
+    return;
+  }
+  deferral_sink->Add(
+      [lin, rows, xs = Copy(x, rows * lin.k), dys = Copy(dy, rows * lin.n),
+       counts = std::vector<int64_t>(rows_per_expert, rows_per_expert + lin.experts)](
+          const CpuContext& c) {
+        GroupedLinearWgrad(c, lin, xs.data(), dys.data(), counts.data(), rows);
+      });
 }
 
 }  // namespace dsv3::model

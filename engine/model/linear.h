@@ -9,6 +9,9 @@
 
 #include <cstdint>
 
+#include <functional>
+#include <vector>
+
 #include "kernels/cpu/context.h"
 
 namespace dsv3::model {
@@ -54,6 +57,38 @@ void GroupedLinearForward(const kernels::CpuContext& ctx, const GroupedLinearRef
 void GroupedLinearBackward(const kernels::CpuContext& ctx, const GroupedLinearRef& lin,
                            const float* x, const float* dy, const int64_t* rows_per_expert,
                            int64_t rows, float* dx);
+
+// Zero-bubble weight-gradient deferral (the "W" of spec §6.1): while a ScopedWeightGradDeferral is
+// alive on a thread, LinearBackward and GroupedLinearBackward called on that thread compute dx at
+// once and queue their weight-gradient GEMM, with copies of x and dy, instead of running it. Run
+// later computes exactly what the immediate call would have added to dW. Only the GEMM weight
+// gradients are deferred; the cheap ones (norm gains, router, embedding) are not Linears.
+class DeferredWeightGrads {
+ public:
+  // Runs the queued GEMMs in the order they were queued, then empties the queue.
+  void Run(const kernels::CpuContext& ctx);
+  bool empty() const { return tasks_.empty(); }
+  size_t size() const { return tasks_.size(); }
+  void Add(std::function<void(const kernels::CpuContext&)> task) {
+    tasks_.push_back(std::move(task));
+  }
+
+ private:
+  std::vector<std::function<void(const kernels::CpuContext&)>> tasks_;
+};
+
+class ScopedWeightGradDeferral {
+ public:
+  // Defers into `sink` (not owned; outlives this object) on the calling thread. Nests: the
+  // previous sink is restored on destruction.
+  explicit ScopedWeightGradDeferral(DeferredWeightGrads* sink);
+  ~ScopedWeightGradDeferral();
+  ScopedWeightGradDeferral(const ScopedWeightGradDeferral&) = delete;
+  ScopedWeightGradDeferral& operator=(const ScopedWeightGradDeferral&) = delete;
+
+ private:
+  DeferredWeightGrads* previous_;
+};
 
 }  // namespace dsv3::model
 

@@ -135,6 +135,7 @@ struct Model::Impl {
   std::vector<DecoderLayer> layers;  // main layers
   std::optional<DecoderLayer> mtp;   // the MTP module's block (layer index num_hidden_layers)
   std::vector<Moe*> moes;            // MoE layers, main then MTP
+  std::vector<int64_t> moe_of_layer; // main layer -> index in moes (-1: dense)
   std::vector<int64_t> loads;        // [moes, E]
   std::vector<double> theta;         // RoPE frequencies [d_rope / 2]
   float softmax_scale = 0;
@@ -153,7 +154,11 @@ struct Model::Impl {
                    static_cast<float>(config.rms_norm_eps)};
   }
 
-  absl::StatusOr<LossTerms> Run(const TokenRows& batch, const RunOptions& opts);
+  struct Saved;
+  absl::StatusOr<LossTerms> Forward(const StageSpan& span, const TokenRows& batch,
+                                    const float* input, float* output, const RunOptions& opts,
+                                    std::unique_ptr<StageActivations>* saved);
+  absl::Status Backward(StageActivations* saved, const float* d_output, float* d_input);
 };
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
@@ -179,6 +184,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config,
     m.layers.emplace_back(config, &m.params, i, m.block_mode);
   }
   for (DecoderLayer& layer : m.layers) {
+    m.moe_of_layer.push_back(layer.is_moe() ? static_cast<int64_t>(m.moes.size()) : -1);
     if (layer.is_moe()) m.moes.push_back(layer.mutable_moe());
   }
   if (config.num_nextn_predict_layers > 0) {
@@ -230,11 +236,72 @@ void Model::SetExpertExecutor(int64_t moe_layer, std::shared_ptr<ExpertExecutor>
   impl_->moes[static_cast<size_t>(moe_layer)]->set_executor(std::move(executor));
 }
 
-absl::StatusOr<LossTerms> Model::Run(const TokenRows& batch, const RunOptions& options) {
-  return impl_->Run(batch, options);
+absl::StatusOr<StageSpan> PipelineStage(const ModelConfig& config, int num_stages, int stage) {
+  if (num_stages < 1 || stage < 0 || stage >= num_stages) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("pipeline stage %d of %d: need 0 <= stage < stages", stage, num_stages));
+  }
+  const int64_t layers = config.num_hidden_layers;
+  StageSpan span;
+  span.first_layer = layers * stage / num_stages;
+  span.end_layer = layers * (stage + 1) / num_stages;
+  span.first = stage == 0;
+  span.last = stage == num_stages - 1;
+  return span;
 }
 
-absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOptions& opts) {
+// Everything a stage's forward keeps for its backward.
+struct Model::Impl::Saved : StageActivations {
+  StageSpan span;
+  int64_t b = 0, t = 0, nr = 0;
+  RunOptions opts;
+  std::vector<int32_t> inputs, targets, positions;
+  FloatBuffer cos, sin;
+  RopeInputs rope;
+  std::vector<FloatBuffer> xs;  // xs[j]: input of main layer first_layer + j; back(): output
+  std::vector<DecoderLayer::Cache> caches;
+  std::vector<MoeRunOptions> layer_moe;
+  // Last stage: the final norm's output and the main head's logits (their gradient after the
+  // fused cross-entropy).
+  FloatBuffer hn, logits;
+  // Last stage with MTP.
+  std::vector<int32_t> next_ids, mtp_targets, mtp_positions;
+  FloatBuffer emb_next, h_prev, cat, xm0, xm1, hm, mlogits;
+  DecoderLayer::Cache mcache;
+  MoeRunOptions mtp_moe;
+  RopeInputs mrope;
+  bool consumed = false;  // the backward ran
+};
+
+absl::StatusOr<LossTerms> Model::Run(const TokenRows& batch, const RunOptions& options) {
+  StageSpan whole;
+  whole.first_layer = 0;
+  whole.end_layer = impl_->config.num_hidden_layers;
+  whole.first = whole.last = true;
+  std::unique_ptr<StageActivations> saved;
+  absl::StatusOr<LossTerms> loss = impl_->Forward(whole, batch, nullptr, nullptr, options, &saved);
+  if (!loss.ok() || !options.backward) return loss;
+  if (absl::Status s = impl_->Backward(saved.get(), nullptr, nullptr); !s.ok()) return s;
+  return loss;
+}
+
+absl::StatusOr<LossTerms> Model::ForwardStage(const StageSpan& span, const TokenRows& batch,
+                                              const float* input, float* output,
+                                              const RunOptions& options,
+                                              std::unique_ptr<StageActivations>* saved) {
+  return impl_->Forward(span, batch, input, output, options, saved);
+}
+
+absl::Status Model::BackwardStage(StageActivations* saved, const float* d_output,
+                                  float* d_input) {
+  return impl_->Backward(saved, d_output, d_input);
+}
+
+absl::StatusOr<LossTerms> Model::Impl::Forward(const StageSpan& span, const TokenRows& batch,
+                                               const float* input, float* output,
+                                               const RunOptions& opts,
+                                               std::unique_ptr<StageActivations>* saved_out) {
+  saved_out->reset();
   const ModelConfig& c = config;
   const bool has_mtp = mtp.has_value();
   const int64_t b = batch.rows;
@@ -243,6 +310,18 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
     return absl::InvalidArgumentError(absl::StrFormat(
         "token batch [%d, %d]: need at least 1 row and %d columns (T+1 with T >= %d%s)", b, t + 1,
         has_mtp ? 3 : 2, has_mtp ? 2 : 1, has_mtp ? " with MTP" : ""));
+  }
+  if (span.first_layer < 0 || span.end_layer < span.first_layer ||
+      span.end_layer > c.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "stage layers [%d, %d) are not within the model's %d layers", span.first_layer,
+        span.end_layer, c.num_hidden_layers));
+  }
+  const int64_t d = c.hidden_size;
+  const int64_t n = b * t;
+  if ((!span.first && input == nullptr) || (!span.last && output == nullptr)) {
+    return absl::InvalidArgumentError("a stage that is not first needs an input, one that is "
+                                      "not last an output");
   }
   const int64_t nr = opts.normalizer_rows == 0 ? b : opts.normalizer_rows;
   if (nr < b) {
@@ -258,208 +337,276 @@ absl::StatusOr<LossTerms> Model::Impl::Run(const TokenRows& batch, const RunOpti
                           i / row_len, i % row_len, c.vocab_size));
     }
   }
-  const int64_t d = c.hidden_size;
   const int64_t v = c.vocab_size;
-  const int64_t n = b * t;
   const int64_t k = c.num_experts_per_tok;
   const int64_t e = c.n_routed_experts;
   const double lambda = options.mtp_loss_weight;
   const bool recompute = options.recompute;
   const bool backward = opts.backward;
 
+  auto owned = std::make_unique<Saved>();
+  Saved& sv = *owned;
+  sv.span = span;
+  sv.b = b;
+  sv.t = t;
+  sv.nr = nr;
+  sv.opts = opts;
+
   // Token ids and targets, RoPE table and positions.
-  std::vector<int32_t> inputs(static_cast<size_t>(n)), targets(static_cast<size_t>(n));
-  std::vector<int32_t> positions(static_cast<size_t>(n));
+  sv.inputs.resize(static_cast<size_t>(n));
+  sv.targets.resize(static_cast<size_t>(n));
+  sv.positions.resize(static_cast<size_t>(n));
   for (int64_t r = 0; r < b; ++r) {
     for (int64_t i = 0; i < t; ++i) {
-      inputs[r * t + i] = batch.tokens[r * row_len + i];
-      targets[r * t + i] = batch.tokens[r * row_len + i + 1];
-      positions[r * t + i] = static_cast<int32_t>(i);
+      sv.inputs[r * t + i] = batch.tokens[r * row_len + i];
+      sv.targets[r * t + i] = batch.tokens[r * row_len + i + 1];
+      sv.positions[r * t + i] = static_cast<int32_t>(i);
     }
   }
   const int64_t half = c.qk_rope_head_dim / 2;
-  FloatBuffer cos = Floats(t * half), sin = Floats(t * half);
-  kernels::BuildRopeTable(ctx, theta.data(), half, t, cos.data(), sin.data());
-  const RopeInputs rope{{cos.data(), sin.data(), t, half}, positions.data(), softmax_scale};
+  sv.cos = Floats(t * half);
+  sv.sin = Floats(t * half);
+  kernels::BuildRopeTable(ctx, theta.data(), half, t, sv.cos.data(), sv.sin.data());
+  sv.rope = RopeInputs{{sv.cos.data(), sv.sin.data(), t, half}, sv.positions.data(), softmax_scale};
 
-  auto moe_options = [&](size_t moe_index, int32_t* experts_out) {
+  auto moe_options = [&](int64_t moe, int32_t* experts_out) {
     MoeRunOptions m;
     m.normalizer_rows = nr;
     m.alpha = options.seq_aux_loss_alpha;
-    m.load = opts.count_loads ? loads.data() + moe_index * e : nullptr;
+    m.load = opts.count_loads ? loads.data() + moe * e : nullptr;
     m.experts_out = experts_out;
     return m;
   };
 
-  // ---- Forward: embedding and main blocks ----
+  // ---- Forward: embedding (first stage) and this stage's main blocks ----
   const float* embed = params.value("model.embed_tokens.weight");
-  float* d_embed = params.grad("model.embed_tokens.weight");
   const SeqShape shape{b, t};
-  std::vector<FloatBuffer> xs(layers.size() + 1);  // xs[i]: input of layer i
-  xs[0] = Floats(n * d);
-  kernels::EmbeddingForward(ctx, embed, v, d, inputs.data(), n, xs[0].data());
-  std::vector<DecoderLayer::Cache> caches(layers.size());
-  std::vector<MoeRunOptions> layer_moe(layers.size());
+  const size_t count = static_cast<size_t>(span.end_layer - span.first_layer);
+  sv.xs.resize(count + 1);
+  sv.xs[0] = Floats(n * d);
+  if (span.first) {
+    kernels::EmbeddingForward(ctx, embed, v, d, sv.inputs.data(), n, sv.xs[0].data());
+  } else {
+    std::memcpy(sv.xs[0].data(), input, n * d * sizeof(float));
+  }
+  sv.caches.resize(count);
+  sv.layer_moe.resize(count);
   LossTerms out;
-  size_t moe_index = 0;
-  for (size_t i = 0; i < layers.size(); ++i) {
+  for (size_t j = 0; j < count; ++j) {
+    const size_t i = static_cast<size_t>(span.first_layer) + j;
     if (layers[i].is_moe()) {
-      int32_t* ex = opts.experts != nullptr ? opts.experts + moe_index * n * k : nullptr;
-      layer_moe[i] = moe_options(moe_index, ex);
-      ++moe_index;
+      const int64_t moe = moe_of_layer[i];
+      int32_t* ex = opts.experts != nullptr ? opts.experts + moe * n * k : nullptr;
+      sv.layer_moe[j] = moe_options(moe, ex);
     }
-    xs[i + 1] = Floats(n * d);
-    absl::StatusOr<double> balance = layers[i].Forward(ctx, shape, rope, xs[i].data(),
-                                                       xs[i + 1].data(), &caches[i], layer_moe[i],
-                                                       recompute);
+    sv.xs[j + 1] = Floats(n * d);
+    absl::StatusOr<double> balance =
+        layers[i].Forward(ctx, shape, sv.rope, sv.xs[j].data(), sv.xs[j + 1].data(),
+                          &sv.caches[j], sv.layer_moe[j], recompute);
     if (!balance.ok()) return balance.status();
     out.balance_loss += *balance;
   }
-  const FloatBuffer& h_last = xs.back();
+  if (!span.last) {
+    out.loss = out.balance_loss;
+    std::memcpy(output, sv.xs.back().data(), n * d * sizeof(float));
+    if (backward) *saved_out = std::move(owned);
+    return out;
+  }
+  const FloatBuffer& h_last = sv.xs.back();
 
   // ---- Head and main loss ----
   const NormRef final_norm = Norm("model.norm.weight");
-  FloatBuffer hn = Floats(n * d);
+  sv.hn = Floats(n * d);
   kernels::RmsNormForward(ctx, {n, d, 0, 0}, h_last.data(), final_norm.g, final_norm.eps,
-                          hn.data(), nullptr);
+                          sv.hn.data(), nullptr);
   const LinearRef head = Head();
-  FloatBuffer logits = Floats(n * v);
-  LinearForward(ctx, head, hn.data(), n, logits.data());
-  if (opts.logits != nullptr) std::memcpy(opts.logits, logits.data(), n * v * sizeof(float));
+  sv.logits = Floats(n * v);
+  LinearForward(ctx, head, sv.hn.data(), n, sv.logits.data());
+  if (opts.logits != nullptr) std::memcpy(opts.logits, sv.logits.data(), n * v * sizeof(float));
   kernels::CrossEntropyOptions ce;
   ce.count = nr * t;
   ce.grad_scale = 1.0;
-  out.main_loss = kernels::CrossEntropyForwardBackward(ctx, logits.data(), targets.data(), n, v,
-                                                       ce, backward ? logits.data() : nullptr);
+  out.main_loss = kernels::CrossEntropyForwardBackward(
+      ctx, sv.logits.data(), sv.targets.data(), n, v, ce, backward ? sv.logits.data() : nullptr);
 
   // ---- MTP (depth 1, spec §11.2) ----
-  const int64_t tm = t - 1;
-  const int64_t nm = b * tm;
-  const SeqShape mshape{b, tm};
-  const std::string mp = absl::StrCat("model.layers.", c.num_hidden_layers, ".");
-  std::vector<int32_t> next_ids, mtp_targets, mtp_positions;
-  FloatBuffer emb_next, h_prev, cat, xm0, xm1, hm, mlogits;
-  DecoderLayer::Cache mcache;
-  MoeRunOptions mtp_moe;
-  RopeInputs mrope = rope;
   if (has_mtp) {
-    next_ids.resize(static_cast<size_t>(nm));
-    mtp_targets.resize(static_cast<size_t>(nm));
-    mtp_positions.resize(static_cast<size_t>(nm));
-    h_prev = Floats(nm * d);
+    const int64_t tm = t - 1;
+    const int64_t nm = b * tm;
+    const SeqShape mshape{b, tm};
+    const std::string mp = absl::StrCat("model.layers.", c.num_hidden_layers, ".");
+    sv.next_ids.resize(static_cast<size_t>(nm));
+    sv.mtp_targets.resize(static_cast<size_t>(nm));
+    sv.mtp_positions.resize(static_cast<size_t>(nm));
+    sv.h_prev = Floats(nm * d);
     for (int64_t r = 0; r < b; ++r) {
       for (int64_t i = 0; i < tm; ++i) {
-        next_ids[r * tm + i] = batch.tokens[r * row_len + i + 1];
-        mtp_targets[r * tm + i] = batch.tokens[r * row_len + i + 2];
-        mtp_positions[r * tm + i] = static_cast<int32_t>(i);
+        sv.next_ids[r * tm + i] = batch.tokens[r * row_len + i + 1];
+        sv.mtp_targets[r * tm + i] = batch.tokens[r * row_len + i + 2];
+        sv.mtp_positions[r * tm + i] = static_cast<int32_t>(i);
       }
-      std::memcpy(h_prev.data() + r * tm * d, h_last.data() + r * t * d, tm * d * sizeof(float));
+      std::memcpy(sv.h_prev.data() + r * tm * d, h_last.data() + r * t * d,
+                  tm * d * sizeof(float));
     }
-    mrope.positions = mtp_positions.data();
-    emb_next = Floats(nm * d);
-    kernels::EmbeddingForward(ctx, embed, v, d, next_ids.data(), nm, emb_next.data());
+    sv.mrope = sv.rope;
+    sv.mrope.positions = sv.mtp_positions.data();
+    sv.emb_next = Floats(nm * d);
+    kernels::EmbeddingForward(ctx, embed, v, d, sv.next_ids.data(), nm, sv.emb_next.data());
     // [enorm(Emb(t_{i+1})) ; hnorm(h_i)], embedding first.
-    cat = Floats(nm * 2 * d);
+    sv.cat = Floats(nm * 2 * d);
     const NormRef enorm = Norm(mp + "enorm.weight");
     const NormRef hnorm = Norm(mp + "hnorm.weight");
-    kernels::RmsNormForward(ctx, {nm, d, d, 2 * d}, emb_next.data(), enorm.g, enorm.eps,
-                            cat.data(), nullptr);
-    kernels::RmsNormForward(ctx, {nm, d, d, 2 * d}, h_prev.data(), hnorm.g, hnorm.eps,
-                            cat.data() + d, nullptr);
+    kernels::RmsNormForward(ctx, {nm, d, d, 2 * d}, sv.emb_next.data(), enorm.g, enorm.eps,
+                            sv.cat.data(), nullptr);
+    kernels::RmsNormForward(ctx, {nm, d, d, 2 * d}, sv.h_prev.data(), hnorm.g, hnorm.eps,
+                            sv.cat.data() + d, nullptr);
     const LinearRef eh{params.value(mp + "eh_proj.weight"), params.grad(mp + "eh_proj.weight"), d,
                        2 * d, block_mode};
-    xm0 = Floats(nm * d);
-    LinearForward(ctx, eh, cat.data(), nm, xm0.data());
+    sv.xm0 = Floats(nm * d);
+    LinearForward(ctx, eh, sv.cat.data(), nm, sv.xm0.data());
     std::vector<int32_t> mtp_experts;
+    const int64_t mtp_moe_index = static_cast<int64_t>(moes.size()) - 1;
     if (mtp->is_moe()) {
       if (opts.experts != nullptr) mtp_experts.resize(static_cast<size_t>(nm * k));
-      mtp_moe = moe_options(moe_index, opts.experts != nullptr ? mtp_experts.data() : nullptr);
+      sv.mtp_moe =
+          moe_options(mtp_moe_index, opts.experts != nullptr ? mtp_experts.data() : nullptr);
     }
-    xm1 = Floats(nm * d);
-    absl::StatusOr<double> balance =
-        mtp->Forward(ctx, mshape, mrope, xm0.data(), xm1.data(), &mcache, mtp_moe, recompute);
+    sv.xm1 = Floats(nm * d);
+    absl::StatusOr<double> balance = mtp->Forward(ctx, mshape, sv.mrope, sv.xm0.data(),
+                                                  sv.xm1.data(), &sv.mcache, sv.mtp_moe, recompute);
     if (!balance.ok()) return balance.status();
     out.balance_loss += *balance;
     if (mtp->is_moe() && opts.experts != nullptr) {
-      int32_t* dst = opts.experts + moe_index * n * k;
+      int32_t* dst = opts.experts + mtp_moe_index * n * k;
       for (int64_t r = 0; r < b; ++r) {
         std::memcpy(dst + r * t * k, mtp_experts.data() + r * tm * k, tm * k * sizeof(int32_t));
         std::fill(dst + (r * t + tm) * k, dst + (r * t + t) * k, -1);
       }
     }
     const NormRef shn = Norm(mp + "shared_head.norm.weight");
-    hm = Floats(nm * d);
-    kernels::RmsNormForward(ctx, {nm, d, 0, 0}, xm1.data(), shn.g, shn.eps, hm.data(), nullptr);
-    mlogits = Floats(nm * v);
-    LinearForward(ctx, head, hm.data(), nm, mlogits.data());
+    sv.hm = Floats(nm * d);
+    kernels::RmsNormForward(ctx, {nm, d, 0, 0}, sv.xm1.data(), shn.g, shn.eps, sv.hm.data(),
+                            nullptr);
+    sv.mlogits = Floats(nm * v);
+    LinearForward(ctx, head, sv.hm.data(), nm, sv.mlogits.data());
     if (opts.mtp_logits != nullptr) {
-      std::memcpy(opts.mtp_logits, mlogits.data(), nm * v * sizeof(float));
+      std::memcpy(opts.mtp_logits, sv.mlogits.data(), nm * v * sizeof(float));
     }
     kernels::CrossEntropyOptions mce;
     mce.count = nr * tm;
     mce.grad_scale = lambda;
-    out.mtp_loss = kernels::CrossEntropyForwardBackward(
-        ctx, mlogits.data(), mtp_targets.data(), nm, v, mce, backward ? mlogits.data() : nullptr);
+    out.mtp_loss = kernels::CrossEntropyForwardBackward(ctx, sv.mlogits.data(),
+                                                        sv.mtp_targets.data(), nm, v, mce,
+                                                        backward ? sv.mlogits.data() : nullptr);
   }
   out.loss = out.main_loss + lambda * out.mtp_loss + out.balance_loss;
-  if (!backward) return out;
+  if (backward) *saved_out = std::move(owned);
+  return out;
+}
 
-  // ---- Backward: MTP, head, blocks in reverse, embedding ----
-  FloatBuffer d_hlast = Zeros(n * d);  // MTP fills rows 0..T-2 of each sequence, not T-1
-  if (has_mtp) {
-    const NormRef shn = Norm(mp + "shared_head.norm.weight");
-    FloatBuffer d_hm = Floats(nm * d);
-    LinearBackward(ctx, head, hm.data(), mlogits.data(), nm, d_hm.data(), false);
-    FloatBuffer().swap(mlogits);
-    FloatBuffer d_xm1 = Floats(nm * d);
-    kernels::RmsNormBackward(ctx, {nm, d, 0, 0}, xm1.data(), shn.g, nullptr, d_hm.data(), shn.eps,
-                             d_xm1.data(), shn.dg);
-    FloatBuffer d_xm0 = Floats(nm * d);
-    if (absl::Status s = mtp->Backward(ctx, mshape, mrope, xm0.data(), &mcache, d_xm1.data(),
-                                       mtp_moe, d_xm0.data());
-        !s.ok()) {
-      return s;
-    }
-    const LinearRef eh{params.value(mp + "eh_proj.weight"), params.grad(mp + "eh_proj.weight"), d,
-                       2 * d, block_mode};
-    FloatBuffer d_cat = Floats(nm * 2 * d);
-    LinearBackward(ctx, eh, cat.data(), d_xm0.data(), nm, d_cat.data(), false);
-    const NormRef enorm = Norm(mp + "enorm.weight");
-    const NormRef hnorm = Norm(mp + "hnorm.weight");
-    FloatBuffer d_emb = Floats(nm * d);
-    kernels::RmsNormBackward(ctx, {nm, d, d, 2 * d}, emb_next.data(), enorm.g, nullptr,
-                             d_cat.data(), enorm.eps, d_emb.data(), enorm.dg);
-    kernels::EmbeddingBackward(ctx, d_emb.data(), next_ids.data(), nm, v, d, d_embed);
-    FloatBuffer d_hprev = Floats(nm * d);
-    kernels::RmsNormBackward(ctx, {nm, d, d, 2 * d}, h_prev.data(), hnorm.g, nullptr,
-                             d_cat.data() + d, hnorm.eps, d_hprev.data(), hnorm.dg);
-    for (int64_t r = 0; r < b; ++r) {
-      std::memcpy(d_hlast.data() + r * t * d, d_hprev.data() + r * tm * d,
-                  tm * d * sizeof(float));
-    }
+absl::Status Model::Impl::Backward(StageActivations* saved, const float* d_output,
+                                   float* d_input) {
+  if (saved == nullptr) {
+    return absl::FailedPreconditionError("BackwardStage: no saved activations (the forward ran "
+                                         "without backward, or this backward already ran)");
   }
-  {
-    FloatBuffer d_hn = Floats(n * d);
-    LinearBackward(ctx, head, hn.data(), logits.data(), n, d_hn.data(), false);
-    FloatBuffer().swap(logits);
-    FloatBuffer d_h = Floats(n * d);
-    kernels::RmsNormBackward(ctx, {n, d, 0, 0}, h_last.data(), final_norm.g, nullptr,
-                             d_hn.data(), final_norm.eps, d_h.data(), final_norm.dg);
-    AddInto(ctx, d_h.data(), n * d, d_hlast.data());
+  Saved& sv = static_cast<Saved&>(*saved);
+  if (sv.consumed) {
+    return absl::FailedPreconditionError("BackwardStage: these activations were already used");
   }
-  FloatBuffer grad = std::move(d_hlast);
+  const ModelConfig& c = config;
+  const StageSpan& span = sv.span;
+  if ((!span.last && d_output == nullptr) || (!span.first && d_input == nullptr)) {
+    return absl::InvalidArgumentError("a stage that is not last needs d_output, one that is "
+                                      "not first d_input");
+  }
+  const int64_t b = sv.b;
+  const int64_t t = sv.t;
+  const int64_t n = b * t;
+  const int64_t d = c.hidden_size;
+  const int64_t v = c.vocab_size;
+  const SeqShape shape{b, t};
+  float* d_embed = params.grad("model.embed_tokens.weight");
+
+  // ---- Backward: MTP and head (last stage) ----
+  FloatBuffer grad;
+  if (span.last) {
+    const FloatBuffer& h_last = sv.xs.back();
+    const LinearRef head = Head();
+    FloatBuffer d_hlast = Zeros(n * d);  // MTP fills rows 0..T-2 of each sequence, not T-1
+    if (mtp.has_value()) {
+      const int64_t tm = t - 1;
+      const int64_t nm = b * tm;
+      const SeqShape mshape{b, tm};
+      const std::string mp = absl::StrCat("model.layers.", c.num_hidden_layers, ".");
+      const NormRef shn = Norm(mp + "shared_head.norm.weight");
+      FloatBuffer d_hm = Floats(nm * d);
+      LinearBackward(ctx, head, sv.hm.data(), sv.mlogits.data(), nm, d_hm.data(), false);
+      FreeBuffer(&sv.mlogits);
+      FloatBuffer d_xm1 = Floats(nm * d);
+      kernels::RmsNormBackward(ctx, {nm, d, 0, 0}, sv.xm1.data(), shn.g, nullptr, d_hm.data(),
+                               shn.eps, d_xm1.data(), shn.dg);
+      FloatBuffer d_xm0 = Floats(nm * d);
+      if (absl::Status s = mtp->Backward(ctx, mshape, sv.mrope, sv.xm0.data(), &sv.mcache,
+                                         d_xm1.data(), sv.mtp_moe, d_xm0.data());
+          !s.ok()) {
+        return s;
+      }
+      const LinearRef eh{params.value(mp + "eh_proj.weight"), params.grad(mp + "eh_proj.weight"),
+                         d, 2 * d, block_mode};
+      FloatBuffer d_cat = Floats(nm * 2 * d);
+      LinearBackward(ctx, eh, sv.cat.data(), d_xm0.data(), nm, d_cat.data(), false);
+      const NormRef enorm = Norm(mp + "enorm.weight");
+      const NormRef hnorm = Norm(mp + "hnorm.weight");
+      FloatBuffer d_emb = Floats(nm * d);
+      kernels::RmsNormBackward(ctx, {nm, d, d, 2 * d}, sv.emb_next.data(), enorm.g, nullptr,
+                               d_cat.data(), enorm.eps, d_emb.data(), enorm.dg);
+      kernels::EmbeddingBackward(ctx, d_emb.data(), sv.next_ids.data(), nm, v, d, d_embed);
+      FloatBuffer d_hprev = Floats(nm * d);
+      kernels::RmsNormBackward(ctx, {nm, d, d, 2 * d}, sv.h_prev.data(), hnorm.g, nullptr,
+                               d_cat.data() + d, hnorm.eps, d_hprev.data(), hnorm.dg);
+      for (int64_t r = 0; r < b; ++r) {
+        std::memcpy(d_hlast.data() + r * t * d, d_hprev.data() + r * tm * d,
+                    tm * d * sizeof(float));
+      }
+    }
+    {
+      const NormRef final_norm = Norm("model.norm.weight");
+      FloatBuffer d_hn = Floats(n * d);
+      LinearBackward(ctx, head, sv.hn.data(), sv.logits.data(), n, d_hn.data(), false);
+      FreeBuffer(&sv.logits);
+      FloatBuffer d_h = Floats(n * d);
+      kernels::RmsNormBackward(ctx, {n, d, 0, 0}, h_last.data(), final_norm.g, nullptr,
+                               d_hn.data(), final_norm.eps, d_h.data(), final_norm.dg);
+      AddInto(ctx, d_h.data(), n * d, d_hlast.data());
+    }
+    grad = std::move(d_hlast);
+  } else {
+    grad = Floats(n * d);
+    std::memcpy(grad.data(), d_output, n * d * sizeof(float));
+  }
+
+  // ---- This stage's blocks in reverse, then the embedding (first stage) ----
   FloatBuffer grad_in = Floats(n * d);
-  for (size_t i = layers.size(); i-- > 0;) {
-    if (absl::Status s = layers[i].Backward(ctx, shape, rope, xs[i].data(), &caches[i],
-                                            grad.data(), layer_moe[i], grad_in.data());
+  for (size_t j = sv.caches.size(); j-- > 0;) {
+    const size_t i = static_cast<size_t>(span.first_layer) + j;
+    if (absl::Status s = layers[i].Backward(ctx, shape, sv.rope, sv.xs[j].data(), &sv.caches[j],
+                                            grad.data(), sv.layer_moe[j], grad_in.data());
         !s.ok()) {
       return s;
     }
-    caches[i] = DecoderLayer::Cache();  // release this layer's activations
+    sv.caches[j] = DecoderLayer::Cache();  // release this layer's activations
     std::swap(grad, grad_in);
   }
-  kernels::EmbeddingBackward(ctx, grad.data(), inputs.data(), n, v, d, d_embed);
-  return out;
+  if (span.first) {
+    kernels::EmbeddingBackward(ctx, grad.data(), sv.inputs.data(), n, v, d, d_embed);
+  } else {
+    std::memcpy(d_input, grad.data(), n * d * sizeof(float));
+  }
+  // Release everything else; a second backward of the same activations is an error.
+  sv = Saved();
+  sv.consumed = true;
+  return absl::OkStatus();
 }
 
 }  // namespace dsv3::model

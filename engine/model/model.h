@@ -75,6 +75,28 @@ struct RunOptions {
   float* mtp_logits = nullptr;
 };
 
+// Pipeline parallelism (engine/parallel/pipeline_executor.h) runs the model as contiguous stages.
+// A stage runs main layers [first_layer, end_layer); the first stage also the embedding, the last
+// also the final norm, the head, the MTP module and the losses (the MTP module reads the
+// embedding table too, so the last stage uses it as well). A stage with no layers passes its
+// input through.
+struct StageSpan {
+  int64_t first_layer = 0;
+  int64_t end_layer = 0;
+  bool first = false;
+  bool last = false;
+};
+
+// Stage `stage` of `num_stages`: the main layers split as evenly as possible, stage s taking
+// layers [floor(s*L/S), floor((s+1)*L/S)). INVALID_ARGUMENT unless 0 <= stage < num_stages.
+absl::StatusOr<StageSpan> PipelineStage(const ModelConfig& config, int num_stages, int stage);
+
+// What a stage's forward keeps for its backward (opaque; released by BackwardStage).
+class StageActivations {
+ public:
+  virtual ~StageActivations() = default;
+};
+
 class Model {
  public:
   // A model with zero-valued parameters (call InitParameters or load weights). `pool` (nullable,
@@ -95,6 +117,27 @@ class Model {
   // communicates (engine/parallel/expert_parallel.h), its errors (a dead or disagreeing peer);
   // gradients and loads are then partly accumulated and the step must be discarded.
   absl::StatusOr<LossTerms> Run(const TokenRows& batch, const RunOptions& options);
+
+  // One pipeline stage of Run. Run(batch, o) is exactly ForwardStage of the whole model followed
+  // by BackwardStage. Sizes: n = batch.rows * batch.seq_len rows of hidden_size floats.
+  //   input:  [n, d] the previous stage's output (unused, may be null, for the first stage)
+  //   output: [n, d] this stage's output (unused, may be null, for the last stage)
+  // Returns this stage's loss terms: main and MTP shares at the last stage, the balance-loss share
+  // of the stage's MoE layers, loss = main + lambda * mtp + balance. With options.backward,
+  // *saved receives what BackwardStage needs; otherwise it is reset. options.logits and
+  // mtp_logits are filled by the last stage only, options.experts for the stage's MoE layers
+  // only. Errors as Run.
+  absl::StatusOr<LossTerms> ForwardStage(const StageSpan& span, const TokenRows& batch,
+                                         const float* input, float* output,
+                                         const RunOptions& options,
+                                         std::unique_ptr<StageActivations>* saved);
+  // Accumulates the stage's parameter gradients and releases `saved`'s buffers.
+  //   d_output: [n, d] gradient of the stage's output (unused, may be null, for the last stage)
+  //   d_input:  [n, d] gradient of its input, overwritten (unused, may be null, for the first
+  //             stage, whose input gradient goes into the embedding's)
+  // Under a ScopedWeightGradDeferral (linear.h) the Linears' weight-gradient GEMMs are queued
+  // instead of run (the zero-bubble "B-input" half). Errors: the expert executor's.
+  absl::Status BackwardStage(StageActivations* saved, const float* d_output, float* d_input);
 
   // MoE layers, main layers in order then the MTP layer.
   int64_t num_moe_layers() const;

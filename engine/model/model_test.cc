@@ -5,9 +5,11 @@
 #include "engine/model/model.h"
 
 #include <cmath>
+#include <optional>
 #include <random>
 
 #include "common/status_matchers.h"
+#include "engine/model/linear.h"
 #include "engine/model/parameters.h"
 #include "gtest/gtest.h"
 
@@ -223,6 +225,85 @@ TEST(ModelTest, RejectsConfigsItCannotRun) {
   c = SmallConfig();
   c.num_experts_per_tok = 5;  // 2 groups of 2 experts reach only 4
   EXPECT_EQ(Model::Create(c, {}, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Runs the model as `stages` pipeline stages on one batch (forwards in order, backwards in reverse,
+// each backward optionally deferring its weight-gradient GEMMs to the end) and returns the summed
+// loss terms.
+LossTerms RunAsStages(Model& model, const TokenRows& batch, int stages, bool defer) {
+  const ModelConfig& c = model.config();
+  const size_t act = static_cast<size_t>(batch.rows * batch.seq_len * c.hidden_size);
+  std::vector<std::vector<float>> h(static_cast<size_t>(stages) + 1, std::vector<float>(act));
+  std::vector<std::unique_ptr<StageActivations>> saved(static_cast<size_t>(stages));
+  std::vector<StageSpan> spans;
+  LossTerms total;
+  for (int s = 0; s < stages; ++s) {
+    absl::StatusOr<StageSpan> span = PipelineStage(c, stages, s);
+    EXPECT_TRUE(span.ok()) << span.status();
+    spans.push_back(*span);
+    absl::StatusOr<LossTerms> loss =
+        model.ForwardStage(*span, batch, h[s].data(), h[s + 1].data(), {}, &saved[s]);
+    EXPECT_TRUE(loss.ok()) << loss.status();
+    total.loss += loss->loss;
+    total.main_loss += loss->main_loss;
+    total.mtp_loss += loss->mtp_loss;
+    total.balance_loss += loss->balance_loss;
+  }
+  DeferredWeightGrads deferred;
+  for (int s = stages; s-- > 0;) {
+    std::optional<ScopedWeightGradDeferral> scope;
+    if (defer) scope.emplace(&deferred);
+    EXPECT_OK(model.BackwardStage(saved[s].get(), h[s + 1].data(), h[s].data()));
+  }
+  if (defer) {
+    EXPECT_FALSE(deferred.empty());
+    deferred.Run({});
+  }
+  return total;
+}
+
+TEST(ModelTest, StagesChainedGiveTheBitsOfTheWholeModel) {
+  ModelConfig c = SmallConfig();
+  c.num_hidden_layers = 3;
+  for (Precision p : {Precision::kFp32, Precision::kBf16, Precision::kFp8}) {
+    std::unique_ptr<Model> whole = MakeModel(c, p, false);
+    const std::vector<int32_t> tokens = RandomTokens(2, 7, c.vocab_size, 3);
+    const TokenRows batch{tokens.data(), 2, 7};
+    ASSERT_OK_AND_ASSIGN(LossTerms want, whole->Run(batch, {}));
+    // 4 and 5 stages have stages without layers (they pass their input through).
+    for (int stages : {1, 2, 3, 4, 5}) {
+      for (bool defer : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << PrecisionName(p) << " stages " << stages
+                                        << (defer ? " deferred W" : ""));
+        std::unique_ptr<Model> staged = MakeModel(c, p, false);
+        const LossTerms got = RunAsStages(*staged, batch, stages, defer);
+        EXPECT_NEAR(got.loss, want.loss, 1e-12 * std::abs(want.loss));
+        EXPECT_EQ(got.main_loss, want.main_loss);
+        EXPECT_EQ(got.mtp_loss, want.mtp_loss);
+        EXPECT_EQ(staged->parameters().grads, whole->parameters().grads);
+        EXPECT_EQ(staged->expert_loads(), whole->expert_loads());
+      }
+    }
+  }
+}
+
+TEST(ModelTest, StageMisuseIsAnError) {
+  const ModelConfig c = SmallConfig();
+  std::unique_ptr<Model> model = MakeModel(c, Precision::kFp32, false);
+  EXPECT_FALSE(PipelineStage(c, 2, 2).ok());
+  EXPECT_FALSE(PipelineStage(c, 0, 0).ok());
+  const std::vector<int32_t> tokens = RandomTokens(1, 4, c.vocab_size, 3);
+  const TokenRows batch{tokens.data(), 1, 4};
+  ASSERT_OK_AND_ASSIGN(StageSpan second, PipelineStage(c, 2, 1));
+  std::unique_ptr<StageActivations> saved;
+  // A stage after the first needs its input.
+  EXPECT_FALSE(model->ForwardStage(second, batch, nullptr, nullptr, {}, &saved).ok());
+  std::vector<float> input(4 * c.hidden_size, 0.1f), d_input(input.size());
+  ASSERT_OK(model->ForwardStage(second, batch, input.data(), nullptr, {}, &saved).status());
+  ASSERT_OK(model->BackwardStage(saved.get(), nullptr, d_input.data()));
+  // The activations are released by the backward: a second one is refused.
+  EXPECT_EQ(model->BackwardStage(saved.get(), nullptr, d_input.data()).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(ParametersTest, LayoutIsContiguousAndFusesGateUp) {
