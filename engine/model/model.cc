@@ -217,6 +217,7 @@ Model::~Model() = default;
 
 const ModelConfig& Model::config() const { return impl_->config; }
 const ModelOptions& Model::options() const { return impl_->options; }
+const kernels::CpuContext& Model::context() const { return impl_->ctx; }
 ParameterSet& Model::parameters() { return impl_->params; }
 const ParameterSet& Model::parameters() const { return impl_->params; }
 int64_t Model::num_moe_layers() const { return static_cast<int64_t>(impl_->moes.size()); }

@@ -18,6 +18,7 @@
 #include "common/model_config.h"
 #include "engine/model/ffn.h"
 #include "engine/model/parameters.h"
+#include "kernels/cpu/context.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace dsv3::model {
@@ -109,6 +110,8 @@ class Model {
 
   const ModelConfig& config() const;
   const ModelOptions& options() const;
+  // The kernels' context (thread pool) the model runs on; e.g. for deferred weight gradients.
+  const kernels::CpuContext& context() const;
   ParameterSet& parameters();
   const ParameterSet& parameters() const;
 
