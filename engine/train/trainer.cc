@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "common/status_macros.h"
+#include "engine/parallel/schedule_factory.h"
 #include "engine/train/checkpoint.h"
 #include "engine/train/data_parallel_checkpoint.h"
 #include "engine/train/str_cat.h"
@@ -97,6 +98,19 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
         "global_batch_tokens=", o.global_batch_tokens, " must be a multiple of seq_len=", o.seq_len,
         " x micro_batches=", o.micro_batches, " x data-parallel world_size=", d));
   }
+  if (const int p = o.pipeline ? o.pipeline->size() : 1; p > 1) {
+    if (absl::Status s = parallel::ValidateSchedule(o.schedule, p, o.micro_batches); !s.ok()) {
+      return absl::InvalidArgumentError(
+          StrCat("pipeline schedule ", parallel::ScheduleKindName(o.schedule), " with ", p,
+                 " ranks and micro_batches=", o.micro_batches, ": ", s.message()));
+    }
+    const int d = o.data_parallel ? o.data_parallel->size() : 1;
+    if (o.world == nullptr || o.world->size() != p * d) {
+      return absl::InvalidArgumentError(
+          StrCat("a pipeline of ", p, " ranks x ", d, " data-parallel replicas needs the world "
+                 "group of all ", p * d, " ranks (TrainerOptions::world)"));
+    }
+  }
   LrSchedule schedule{o.lr, o.min_lr, o.warmup_steps, o.steps};
   if (absl::Status s = ValidateLrSchedule(schedule); !s.ok()) {
     return absl::InvalidArgumentError(StrCat("learning-rate schedule: ", s.message()));
@@ -162,7 +176,15 @@ absl::Status Trainer::Init() {
     dp_rank_ = o.data_parallel->rank();
     dp_size_ = o.data_parallel->size();
   }
-  parallel::Communicator* comm = dp_size_ > 1 ? o.data_parallel.get() : nullptr;
+  if (o.pipeline != nullptr) pp_size_ = o.pipeline->size();
+  if (pp_size_ > 1) {
+    reduce_ = o.world.get();
+  } else if (dp_size_ > 1) {
+    reduce_ = o.data_parallel.get();
+  }
+  parallel::Communicator* comm = reduce_;
+  const int world_rank = comm != nullptr ? comm->rank() : 0;
+  const int world_size = comm != nullptr ? comm->size() : 1;
 
   // Data.
   {
@@ -201,6 +223,12 @@ absl::Status Trainer::Init() {
   model_options.seq_aux_loss_alpha = o.seq_aux_loss_alpha;
   model_options.recompute = o.recompute;
   ASSIGN_OR_RETURN(model_, model::Model::Create(o.model, model_options, pool_.get()));
+  if (pp_size_ > 1) {
+    ASSIGN_OR_RETURN(parallel::Schedule schedule,
+                     parallel::BuildSchedule(o.schedule, pp_size_, o.micro_batches));
+    ASSIGN_OR_RETURN(pipeline_, parallel::PipelineExecutor::Create(std::move(schedule),
+                                                                   model_.get(), o.pipeline.get()));
+  }
   AdamWConfig adamw;
   adamw.weight_decay = o.weight_decay;
   adamw.grad_clip = o.grad_clip;
@@ -221,14 +249,14 @@ absl::Status Trainer::Init() {
     RETURN_IF_ERROR(
         CheckNoDamagedNewer(o.checkpoint_dir, latest.ok() ? latest->manifest.step : -1));
     if (comm != nullptr) {  // every rank must resume from the same step
-      std::vector<int64_t> steps(static_cast<size_t>(dp_size_), 0);
+      std::vector<int64_t> steps(static_cast<size_t>(world_size), 0);
       const int64_t mine = latest.ok() ? latest->manifest.step : -1;
       RETURN_IF_ERROR(WaitFor(comm->AllGather(&mine, steps.data(), 1, DataType::kInt64),
                               "agreeing on the checkpoint to resume from"));
-      for (int r = 0; r < dp_size_; ++r) {
+      for (int r = 0; r < world_size; ++r) {
         if (steps[r] != mine) {
           return absl::FailedPreconditionError(
-              StrCat("rank ", dp_rank_, " sees newest checkpoint step ", mine, " under ",
+              StrCat("rank ", world_rank, " sees newest checkpoint step ", mine, " under ",
                      o.checkpoint_dir, " but rank ", r, " sees step ", steps[r],
                      " (-1: none); every rank must see the same checkpoint dir"));
         }
@@ -273,7 +301,28 @@ absl::StatusOr<StepProgress> Trainer::Step() {
   model::ParameterSet& params = model_->parameters();
   params.ZeroGrads();
   model::LossTerms total;
-  for (int m = 0; m < o.micro_batches; ++m) {
+  if (pipeline_ != nullptr) {
+    // This replica's micro-batches, each read once, when the schedule first needs it.
+    std::vector<std::optional<TokenBatch>> batches(static_cast<size_t>(o.micro_batches));
+    auto source = [&](int m) -> absl::StatusOr<model::TokenRows> {
+      std::optional<TokenBatch>& b = batches[static_cast<size_t>(m)];
+      if (!b.has_value()) {
+        absl::StatusOr<TokenBatch> batch =
+            train_loader_->Slice(step_, m, o.micro_batches, dp_rank_, dp_size_);
+        if (!batch.ok()) return batch.status();
+        b = *std::move(batch);
+      }
+      return model::TokenRows{b->tokens.data(), b->rows, o.seq_len};
+    };
+    absl::StatusOr<parallel::PipelineStepResult> result = pipeline_->RunStep(source, batch_rows_);
+    if (!result.ok()) {
+      model_->ResetExpertLoads();
+      return absl::Status(result.status().code(),
+                          StrCat("step ", step_ + 1, ": ", result.status().message()));
+    }
+    total = result->loss;
+  }
+  for (int m = 0; m < o.micro_batches && pipeline_ == nullptr; ++m) {
     absl::StatusOr<TokenBatch> batch =
         train_loader_->Slice(step_, m, o.micro_batches, dp_rank_, dp_size_);
     if (!batch.ok()) {
@@ -298,7 +347,7 @@ absl::StatusOr<StepProgress> Trainer::Step() {
   }
   if (zero_ != nullptr) {  // the global batch's loss terms: the sum of every rank's shares
     double terms[4] = {total.loss, total.main_loss, total.mtp_loss, total.balance_loss};
-    RETURN_IF_ERROR(WaitFor(o.data_parallel->AllReduce(terms, terms, 4, DataType::kFloat64),
+    RETURN_IF_ERROR(WaitFor(reduce_->AllReduce(terms, terms, 4, DataType::kFloat64),
                             StrCat("step ", step_ + 1, ": loss all-reduce")));
     total = {terms[0], terms[1], terms[2], terms[3]};
   }
@@ -320,7 +369,7 @@ absl::StatusOr<StepProgress> Trainer::Step() {
   if (zero_ != nullptr) {  // every replica applies the bias update of the global batch's loads
     std::vector<int64_t>& loads = model_->expert_loads();
     RETURN_IF_ERROR(WaitFor(
-        o.data_parallel->AllReduce(loads.data(), loads.data(), loads.size(), DataType::kInt64),
+        reduce_->AllReduce(loads.data(), loads.data(), loads.size(), DataType::kInt64),
         StrCat("step ", step_ + 1, ": expert-load all-reduce")));
   }
 
@@ -424,7 +473,7 @@ absl::StatusOr<CheckpointEvent> Trainer::Checkpoint() {
   state.extra = OrderExtra(options_);
   state.extra["precision"] = std::string(model::PrecisionName(options_.precision));
   state.extra["micro_batches"] = StrCat(options_.micro_batches);
-  const std::map<std::string, int64_t> layout = {{"pipeline_parallel", 1},
+  const std::map<std::string, int64_t> layout = {{"pipeline_parallel", pp_size_},
                                                  {"expert_parallel", 1},
                                                  {"data_parallel", dp_size_},
                                                  {"micro_batches", options_.micro_batches}};
@@ -433,7 +482,7 @@ absl::StatusOr<CheckpointEvent> Trainer::Checkpoint() {
       zero_ != nullptr
           ? SaveDataParallelCheckpoint(options_.checkpoint_dir, step_, options_.model, layout,
                                        model_->parameters(), *zero_, state,
-                                       options_.checkpoint_keep, options_.data_parallel.get())
+                                       options_.checkpoint_keep, reduce_)
           : SaveCheckpoint(options_.checkpoint_dir, step_, options_.model, layout,
                            model_->parameters(), *optimizer_, state, options_.checkpoint_keep));
   CheckpointEvent event;
@@ -447,11 +496,13 @@ absl::StatusOr<CheckpointEvent> Trainer::Checkpoint() {
 absl::StatusOr<TrainSummary> Trainer::Run(const TrainerCallbacks& callbacks,
                                           const std::atomic<bool>* stop) {
   absl::StatusOr<TrainSummary> summary = RunSteps(callbacks, stop);
-  if (!summary.ok() && zero_ != nullptr) {
-    // Let the other replicas fail now rather than at their communicator's timeout.
-    options_.data_parallel->Abort(absl::Status(
-        summary.status().code(),
-        StrCat("data-parallel rank ", dp_rank_, " failed: ", summary.status().message())));
+  if (!summary.ok() && reduce_ != nullptr) {
+    // Let the other ranks fail now rather than at their communicator's timeout.
+    const absl::Status reason(summary.status().code(), StrCat("rank ", reduce_->rank(), " failed: ",
+                                                              summary.status().message()));
+    reduce_->Abort(reason);
+    if (options_.pipeline != nullptr) options_.pipeline->Abort(reason);
+    if (options_.data_parallel != nullptr) options_.data_parallel->Abort(reason);
   }
   return summary;
 }
@@ -490,7 +541,7 @@ absl::StatusOr<TrainSummary> Trainer::RunSteps(const TrainerCallbacks& callbacks
     int64_t stopping = stop != nullptr && stop->load() ? 1 : 0;
     if (zero_ != nullptr) {  // a signal to any rank stops every rank after the same step
       RETURN_IF_ERROR(
-          WaitFor(options_.data_parallel->AllReduce(&stopping, &stopping, 1, DataType::kInt64),
+          WaitFor(reduce_->AllReduce(&stopping, &stopping, 1, DataType::kInt64),
                   StrCat("step ", step_, ": stop-flag all-reduce")));
     }
     if (stopping != 0) {

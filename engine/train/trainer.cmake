@@ -10,7 +10,7 @@ add_library(dsv3_trainer STATIC
   ${CMAKE_CURRENT_LIST_DIR}/data_parallel_checkpoint.cc
 )
 target_link_libraries(dsv3_trainer
-  PUBLIC dsv3_model dsv3_checkpoint dsv3_data dsv3_kernels dsv3_comm dsv3_common absl::status
+  PUBLIC dsv3_model dsv3_pipeline dsv3_checkpoint dsv3_data dsv3_kernels dsv3_comm dsv3_common absl::status
          absl::statusor absl::strings)
 
 # Schedule, optimizer and checkpoint-content tests: no forward or backward of the model.
@@ -47,4 +47,9 @@ gtest_discover_tests(trainer_brown_test TEST_PREFIX "trainer_brown." DISCOVERY_T
 add_executable(trainer_dp_test ${CMAKE_CURRENT_LIST_DIR}/trainer_dp_test.cc)
 target_link_libraries(trainer_dp_test PRIVATE dsv3_trainer dsv3_testing GTest::gtest_main)
 gtest_discover_tests(trainer_dp_test TEST_PREFIX "trainer_dp." DISCOVERY_TIMEOUT 60
+                     PROPERTIES TIMEOUT 300)
+
+add_executable(trainer_pp_test ${CMAKE_CURRENT_LIST_DIR}/trainer_pp_test.cc)
+target_link_libraries(trainer_pp_test PRIVATE dsv3_trainer dsv3_testing GTest::gtest_main)
+gtest_discover_tests(trainer_pp_test TEST_PREFIX "trainer_pp." DISCOVERY_TIMEOUT 60
                      PROPERTIES TIMEOUT 300)

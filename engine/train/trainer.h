@@ -39,6 +39,8 @@
 #include "common/model_config.h"
 #include "engine/model/model.h"
 #include "engine/parallel/communicator.h"
+#include "engine/parallel/pipeline_executor.h"
+#include "engine/parallel/schedule.h"
 #include "engine/train/data_loader.h"
 #include "engine/train/lr_schedule.h"
 #include "engine/train/optimizer.h"
@@ -87,6 +89,17 @@ struct TrainerOptions {
   // must be given the same options otherwise. With D ranks, global_batch_tokens must be a multiple
   // of seq_len * micro_batches * D.
   std::shared_ptr<parallel::Communicator> data_parallel;
+
+  // Pipeline parallelism (engine/parallel/pipeline_executor.h): the group of the P ranks that one
+  // pipeline spans, in stage order (null or of size 1: none), and the schedule they run, with
+  // micro_batches as the schedule's C. Each rank keeps a full copy of the parameters and runs
+  // only its stages' chunks; the reduction over `world` sums the stage copies.
+  std::shared_ptr<parallel::Communicator> pipeline;
+  parallel::ScheduleKind schedule = parallel::ScheduleKind::kDualPipe;
+  // Every rank of the job (P pipeline ranks x D data-parallel replicas): optimizer state is
+  // sharded over it (ZeRO-1) and gradients, loss terms and expert loads are summed over it.
+  // Required with a pipeline, of size P x D; without one it is data_parallel.
+  std::shared_ptr<parallel::Communicator> world;
 };
 
 // What one step did. Loss terms are the global batch's (the sum of the micro-batch shares).
@@ -170,6 +183,7 @@ class Trainer {
   const ZeroAdamW* zero_optimizer() const { return zero_.get(); }
   int dp_rank() const { return dp_rank_; }
   int dp_size() const { return dp_size_; }
+  int pp_size() const { return pp_size_; }
 
   // Trains until `steps` (or stop_after_step) steps are complete, calling back after every step,
   // validation and checkpoint (on this thread). With `stop` set (e.g. by a signal handler) it ends
@@ -208,6 +222,10 @@ class Trainer {
   std::unique_ptr<ZeroAdamW> zero_;   // dp_size_ > 1
   int dp_rank_ = 0;
   int dp_size_ = 1;
+  int pp_size_ = 1;
+  // The group reductions and ZeRO-1 run over (world, or data_parallel); null in one process.
+  parallel::Communicator* reduce_ = nullptr;
+  std::unique_ptr<parallel::PipelineExecutor> pipeline_;  // null without pipeline parallelism
   std::unique_ptr<DataLoader> train_loader_;
   std::unique_ptr<ValidationIterator> val_batches_;  // null without validation data
   int64_t step_ = 0;
