@@ -42,12 +42,16 @@ constexpr char kUsage[] =
     "  --threads     kernel threads (default: all hardware threads)\n"
     "  --steps       override train.steps for a quick try (warm-up capped at it)\n"
     "  --recompute   recompute norms and MLA up-projections in the backward (less memory)\n"
-    "  --world_size, --rank, --store   one rank of a data-parallel job of N processes on this\n"
-    "                machine (ZeRO-1; Gloo on 127.0.0.1, bootstrapped through the file store DIR,\n"
-    "                created if missing); start one process per rank 0..N-1 with the same spec.\n"
+    "  --world_size, --rank, --store   one rank of a job of N processes on this machine (Gloo on\n"
+    "                127.0.0.1, bootstrapped through the file store DIR, created if missing);\n"
+    "                start one process per rank 0..N-1 with the same spec. The N ranks form\n"
+    "                N / P pipelines of P = parallel.pipeline_parallel ranks running\n"
+    "                parallel.schedule (rank r is stage rank r %% P of replica r / P), data\n"
+    "                parallel across the replicas, optimizer state sharded over all N (ZeRO-1).\n"
     "                Only rank 0 prints progress; the others print errors only.\n"
-    "parallel.pipeline_parallel and expert_parallel are ignored here; parallel.micro_batches\n"
-    "is the gradient accumulation. One line per step:\n"
+    "parallel.expert_parallel is ignored here (every rank runs all experts), and so is\n"
+    "pipeline_parallel in one process; parallel.micro_batches is the schedule's micro-batch\n"
+    "count (the gradient accumulation without a pipeline). One line per step:\n"
     "  step  loss  main  mtp  balance  lr  gnorm (before clipping)  tok/s  load max/mean\n"
     "  (load: the busiest expert's load over the mean, in the worst MoE layer; 1 = balanced)\n"
     "Ctrl-C (SIGINT) or SIGTERM stops after the current step with a checkpoint.\n"
@@ -164,6 +168,12 @@ absl::StatusOr<train::TrainerOptions> ToTrainerOptions(const v1::JobSpec& spec, 
   o.seq_len = t.seq_len();
   o.global_batch_tokens = t.global_batch_tokens();
   o.micro_batches = static_cast<int>(spec.parallel().micro_batches());
+  if (!spec.parallel().schedule().empty()) {
+    absl::StatusOr<parallel::ScheduleKind> kind =
+        parallel::ParseScheduleKind(spec.parallel().schedule());
+    if (!kind.ok()) return kind.status();
+    o.schedule = *kind;
+  }
   o.steps = f.steps ? *f.steps : t.steps();
   o.lr = t.lr();
   o.min_lr = t.min_lr();
@@ -218,15 +228,29 @@ void PrintHeader(const v1::JobSpec& spec, const std::string& spec_path, const Fl
                            spec.train().steps());
   }
   if (flags.world_size > 1) {
+    const int pp = trainer.pp_size();
+    if (pp > 1) {
+      out << absl::StrFormat(
+          "  parallel     %d ranks: %d pipeline%s of %d ranks (%s, %d stages) x %d data-parallel; "
+          "ZeRO-1 over all %d; store %s\n",
+          flags.world_size, flags.world_size / pp, flags.world_size / pp == 1 ? "" : "s", pp,
+          parallel::ScheduleKindName(o.schedule), trainer.num_pipeline_stages(),
+          trainer.dp_size(), flags.world_size, flags.store);
+    } else {
+      out << absl::StrFormat(
+          "  parallel     %d data-parallel ranks (ZeRO-1: optimizer state sharded), store %s\n",
+          flags.world_size, flags.store);
+    }
+  } else if (spec.parallel().pipeline_parallel() != 1) {
     out << absl::StrFormat(
-        "  parallel     %d data-parallel ranks (ZeRO-1: optimizer state sharded), store %s\n",
-        flags.world_size, flags.store);
+        "  note         parallel.pipeline_parallel=%d is ignored: one process runs the whole "
+        "model (start %d ranks with --world_size to run the pipeline)\n",
+        spec.parallel().pipeline_parallel(), spec.parallel().pipeline_parallel());
   }
-  if (spec.parallel().pipeline_parallel() != 1 || spec.parallel().expert_parallel() != 1) {
+  if (spec.parallel().expert_parallel() != 1) {
     out << absl::StrFormat(
-        "  note         parallel.pipeline_parallel=%d and expert_parallel=%d are ignored: one "
-        "process runs the whole model\n",
-        spec.parallel().pipeline_parallel(), spec.parallel().expert_parallel());
+        "  note         parallel.expert_parallel=%d is ignored: every rank runs all experts\n",
+        spec.parallel().expert_parallel());
   }
   out << absl::StrFormat(
       "  checkpoints  %s, %s, keep %d\n", o.checkpoint_dir,
@@ -313,11 +337,12 @@ class StopSignals {
   struct sigaction old_term_;
 };
 
-// The data-parallel group of a multi-process run: a FileStore at --store, Gloo on 127.0.0.1. Each
-// launch of the N processes gets a group name of its own ("world-g<k>" for the k-th launch, from a
-// counter in the store that every rank bumps once), so a store dir can be reused by a later launch
+// The group of all ranks of a multi-process run: a FileStore at --store, Gloo on 127.0.0.1. Each
+// launch of the N processes gets a group name of its own ("world<N>-g<k>" for the k-th launch of N
+// ranks, from a counter per N in the store that every rank bumps once; launches of another size
+// count apart, so they never mix), so a store dir can be reused by a later launch
 // (e.g. to resume) without meeting the previous launch's keys.
-absl::StatusOr<std::shared_ptr<parallel::Communicator>> ConnectDataParallel(const Flags& flags) {
+absl::StatusOr<std::shared_ptr<parallel::Communicator>> ConnectWorld(const Flags& flags) {
   absl::StatusOr<std::unique_ptr<parallel::FileStore>> store =
       parallel::FileStore::Open(flags.store);
   if (!store.ok()) {
@@ -325,14 +350,15 @@ absl::StatusOr<std::shared_ptr<parallel::Communicator>> ConnectDataParallel(cons
                         absl::StrCat("--store=", flags.store, ": ", store.status().message()));
   }
   std::shared_ptr<parallel::Store> shared = *std::move(store);
-  absl::StatusOr<int64_t> joined = shared->Add("dsv3-train-run/launches", 1);
+  absl::StatusOr<int64_t> joined =
+      shared->Add(absl::StrCat("dsv3-train-run/launches-of-", flags.world_size), 1);
   if (!joined.ok()) return joined.status();
   parallel::CommunicatorOptions options;
   options.backend = parallel::Backend::kGloo;
   options.rank = flags.rank;
   options.world_size = flags.world_size;
   options.store = shared;
-  options.name = absl::StrCat("world-g", (*joined - 1) / flags.world_size);
+  options.name = absl::StrCat("world", flags.world_size, "-g", (*joined - 1) / flags.world_size);
   options.host = "127.0.0.1";
   absl::StatusOr<std::unique_ptr<parallel::Communicator>> comm =
       parallel::CreateCommunicator(options);
@@ -361,9 +387,31 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
   absl::StatusOr<train::TrainerOptions> options = ToTrainerOptions(*spec, flags);
   if (!options.ok()) return BadInput(absl::StrCat(flags.spec, ": ", options.status().message()));
   if (flags.world_size > 1) {
-    absl::StatusOr<std::shared_ptr<parallel::Communicator>> comm = ConnectDataParallel(flags);
+    const int pp = static_cast<int>(spec->parallel().pipeline_parallel());
+    if (pp > 1 && flags.world_size % pp != 0) {
+      return BadInput(absl::StrCat("--world_size=", flags.world_size,
+                                   " is not a multiple of parallel.pipeline_parallel=", pp,
+                                   " (the ranks form whole pipelines)"));
+    }
+    absl::StatusOr<std::shared_ptr<parallel::Communicator>> comm = ConnectWorld(flags);
     if (!comm.ok()) return Failure{1, std::string(comm.status().message())};
-    options->data_parallel = *std::move(comm);
+    std::shared_ptr<parallel::Communicator> world = *std::move(comm);
+    if (pp > 1) {
+      // Replica k is world ranks k*P .. k*P+P-1, in stage-rank order.
+      absl::StatusOr<std::unique_ptr<parallel::Communicator>> pipe =
+          world->Split(flags.rank / pp, flags.rank % pp);
+      absl::StatusOr<std::unique_ptr<parallel::Communicator>> dp =
+          pipe.ok() ? world->Split(flags.rank % pp, flags.rank / pp) : pipe.status();
+      if (!dp.ok()) {
+        return Failure{1, absl::StrCat("rank ", flags.rank, ": forming the pipeline and "
+                                       "data-parallel groups: ", dp.status().message())};
+      }
+      options->pipeline = std::move(*pipe);
+      options->data_parallel = std::move(*dp);
+      options->world = std::move(world);
+    } else {
+      options->data_parallel = std::move(world);
+    }
   }
 
   absl::StatusOr<std::unique_ptr<train::Trainer>> trainer = train::Trainer::Create(*options);

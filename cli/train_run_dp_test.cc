@@ -43,7 +43,7 @@ constexpr char kSpecTemplate[] = R"({
              "topk_group": 2, "routed_scaling_factor": 2.5, "num_attention_heads": 2,
              "q_lora_rank": 16, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8,
              "v_head_dim": 8, "num_nextn_predict_layers": 1 },
-  "parallel": { "pipeline_parallel": 1, "micro_batches": 2, "schedule": "1f1b" },
+  "parallel": PARALLEL,
   "train": { "seq_len": 16, "global_batch_tokens": 128, "steps": STEPS, "lr": 3e-3,
              "warmup_steps": 1, "val_tokens": 64, "seed": 3, "grad_clip": 0.5 },
   "precision": "fp32",
@@ -113,9 +113,14 @@ class RunDataParallelTest : public ::testing::Test {
     ASSERT_OK(train::testing::WriteSyntheticShard(dir_.Sub("train.bin"), 20000, 64, 1));
     ASSERT_OK(train::testing::WriteSyntheticShard(dir_.Sub("val.bin"), 2000, 64, 2));
   }
-  std::string WriteSpec(int steps, const std::string& ckpt, const std::string& name) {
-    const std::string text = absl::StrReplaceAll(
-        kSpecTemplate, {{"STEPS", absl::StrCat(steps)}, {"DIR", dir_.path()}, {"CKPT", ckpt}});
+  std::string WriteSpec(int steps, const std::string& ckpt, const std::string& name,
+                        const std::string& parallel =
+                            R"({ "pipeline_parallel": 1, "micro_batches": 2, "schedule": "1f1b" })") {
+    const std::string text =
+        absl::StrReplaceAll(kSpecTemplate, {{"STEPS", absl::StrCat(steps)},
+                                            {"DIR", dir_.path()},
+                                            {"CKPT", ckpt},
+                                            {"PARALLEL", parallel}});
     const std::string path = dir_.Sub(name);
     std::ofstream(path) << text;
     return path;
@@ -155,6 +160,71 @@ double FinalValLoss(const std::string& out) {
   std::smatch m;
   const std::regex re(R"(final val loss ([0-9.]+) \(main\))");
   return std::regex_search(out, m, re) ? std::stod(m[1]) : NAN;
+}
+
+// The largest per-tensor relative difference between the parameters of two checkpoints (and an
+// EXPECT that each is within `tolerance`).
+double CompareCheckpoints(const std::string& want_dir, const std::string& got_dir,
+                          double tolerance) {
+  absl::StatusOr<train::CommittedCheckpoint> a = train::LatestCommitted(want_dir);
+  absl::StatusOr<train::CommittedCheckpoint> b = train::LatestCommitted(got_dir);
+  EXPECT_OK(a);
+  EXPECT_OK(b);
+  if (!a.ok() || !b.ok()) return INFINITY;
+  absl::StatusOr<model::CheckpointModel> want = model::LoadCheckpointModel(a->path);
+  absl::StatusOr<model::CheckpointModel> got = model::LoadCheckpointModel(b->path);
+  EXPECT_OK(want);
+  EXPECT_OK(got);
+  if (!want.ok() || !got.ok()) return INFINITY;
+  double largest = 0;
+  for (const model::ParamInfo& p : want->params.layout.params()) {
+    double num = 0, den = 0;
+    for (int64_t i = p.offset; i < p.offset + p.size; ++i) {
+      const double d = static_cast<double>(got->params.values[i]) - want->params.values[i];
+      num += d * d;
+      den += static_cast<double>(want->params.values[i]) * want->params.values[i];
+    }
+    const double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+    largest = std::max(largest, rel);
+    EXPECT_LE(rel, tolerance) << p.name << " [" << p.size << "]";
+  }
+  return largest;
+}
+
+// Pipeline-parallel jobs of real processes: DualPipe over 2 ranks, and 2 pipelines x 2 replicas
+// (4 processes), each against one process on the same global batch.
+TEST_F(RunDataParallelTest, PipelineRankProcessesMatchOneProcess) {
+  constexpr int kSteps = 3;
+  const std::string parallel =
+      R"({ "pipeline_parallel": 2, "micro_batches": 4, "schedule": "dualpipe" })";
+  std::vector<std::string> outs, errs;
+  const std::string single = WriteSpec(kSteps, "pp-one", "pp-one.json", parallel);
+  std::vector<int> codes = RunJob(single, 1, "ppone", {}, 120, &outs, &errs);
+  ASSERT_EQ(codes[0], 0) << errs[0] << outs[0];
+  EXPECT_THAT(outs[0], HasSubstr("parallel.pipeline_parallel=2 is ignored"));
+  const double want_val = FinalValLoss(outs[0]);
+  ASSERT_FALSE(std::isnan(want_val)) << outs[0];
+  for (int world : {2, 4}) {
+    SCOPED_TRACE(absl::StrCat(world, " ranks"));
+    const std::string ckpt = absl::StrCat("pp", world);
+    const std::string spec = WriteSpec(kSteps, ckpt, ckpt + ".json", parallel);
+    outs.clear(), errs.clear();
+    codes = RunJob(spec, world, ckpt, {}, 180, &outs, &errs);
+    ASSERT_EQ(codes, std::vector<int>(static_cast<size_t>(world), 0)) << errs[0] << outs[0];
+    EXPECT_THAT(outs[0], HasSubstr(absl::StrCat(world, " ranks: ", world / 2, " pipeline")));
+    EXPECT_THAT(outs[0], HasSubstr("(dualpipe, 2 stages)"));
+    const double got_val = FinalValLoss(outs[0]);
+    std::cout << "final val loss: 1 process " << want_val << ", " << world << " ranks "
+              << got_val << "\n";
+    EXPECT_NEAR(got_val, want_val, 1e-4 * want_val + 1e-4);
+    std::cout << "largest per-tensor relative parameter difference "
+              << CompareCheckpoints(dir_.Sub("pp-one"), dir_.Sub(ckpt), 1e-4) << "\n";
+  }
+  // A world that does not split into whole pipelines is bad input.
+  outs.clear(), errs.clear();
+  codes = RunJob(WriteSpec(kSteps, "pp3", "pp3.json", parallel), 3, "pp3", {}, 60, &outs, &errs);
+  EXPECT_EQ(codes[0], 2);
+  EXPECT_THAT(errs[0], HasSubstr("is not a multiple of parallel.pipeline_parallel=2"));
 }
 
 TEST_F(RunDataParallelTest, TwoRankProcessesMatchOneProcessAndResume) {

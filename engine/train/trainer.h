@@ -184,6 +184,10 @@ class Trainer {
   int dp_rank() const { return dp_rank_; }
   int dp_size() const { return dp_size_; }
   int pp_size() const { return pp_size_; }
+  // The model's pipeline stages (DualPipeV: 2 per rank); 1 without a pipeline.
+  int num_pipeline_stages() const {
+    return pipeline_ ? pipeline_->schedule().layout.num_stages : 1;
+  }
 
   // Trains until `steps` (or stop_after_step) steps are complete, calling back after every step,
   // validation and checkpoint (on this thread). With `stop` set (e.g. by a signal handler) it ends
