@@ -23,6 +23,7 @@
 #include "coordinator/job_spec.h"
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/store_file.h"
+#include "coordinator/planner.h"
 #include "engine/train/trainer.h"
 
 namespace dsv3::cli {
@@ -44,14 +45,15 @@ constexpr char kUsage[] =
     "  --recompute   recompute norms and MLA up-projections in the backward (less memory)\n"
     "  --world_size, --rank, --store   one rank of a job of N processes on this machine (Gloo on\n"
     "                127.0.0.1, bootstrapped through the file store DIR, created if missing);\n"
-    "                start one process per rank 0..N-1 with the same spec. The N ranks form\n"
-    "                N / P pipelines of P = parallel.pipeline_parallel ranks running\n"
-    "                parallel.schedule (rank r is stage rank r %% P of replica r / P), data\n"
-    "                parallel across the replicas, optimizer state sharded over all N (ZeRO-1).\n"
+    "                start one process per rank 0..N-1 with the same spec. The ranks are laid\n"
+    "                out as the service's planner does (docs/planner.md): P =\n"
+    "                parallel.pipeline_parallel stages running parallel.schedule, R = N / P\n"
+    "                ranks per stage (expert parallel x data parallel), rank = stage x R +\n"
+    "                replica x EP + shard; optimizer state sharded over all N (ZeRO-1).\n"
     "                Only rank 0 prints progress; the others print errors only.\n"
-    "parallel.expert_parallel is ignored here (every rank runs all experts), and so is\n"
-    "pipeline_parallel in one process; parallel.micro_batches is the schedule's micro-batch\n"
-    "count (the gradient accumulation without a pipeline). One line per step:\n"
+    "In one process parallel.pipeline_parallel and expert_parallel are ignored;\n"
+    "parallel.micro_batches is the schedule's micro-batch count (the gradient accumulation\n"
+    "without a pipeline). One line per step:\n"
     "  step  loss  main  mtp  balance  lr  gnorm (before clipping)  tok/s  load max/mean\n"
     "  (load: the busiest expert's load over the mean, in the worst MoE layer; 1 = balanced)\n"
     "Ctrl-C (SIGINT) or SIGTERM stops after the current step with a checkpoint.\n"
@@ -229,28 +231,26 @@ void PrintHeader(const v1::JobSpec& spec, const std::string& spec_path, const Fl
   }
   if (flags.world_size > 1) {
     const int pp = trainer.pp_size();
+    const int ep = trainer.ep_size();
+    const int per_stage = flags.world_size / pp;
     if (pp > 1) {
       out << absl::StrFormat(
-          "  parallel     %d ranks: %d pipeline%s of %d ranks (%s, %d stages) x %d data-parallel; "
-          "ZeRO-1 over all %d; store %s\n",
-          flags.world_size, flags.world_size / pp, flags.world_size / pp == 1 ? "" : "s", pp,
-          parallel::ScheduleKindName(o.schedule), trainer.num_pipeline_stages(),
-          trainer.dp_size(), flags.world_size, flags.store);
+          "  parallel     %d ranks: pipeline %d (%s, %d stages) x %d rank%s per stage (expert "
+          "parallel %d x data parallel %d); ZeRO-1 over all %d; store %s\n",
+          flags.world_size, pp, parallel::ScheduleKindName(o.schedule),
+          trainer.num_pipeline_stages(), per_stage, per_stage == 1 ? "" : "s", ep,
+          per_stage / ep, flags.world_size, flags.store);
     } else {
       out << absl::StrFormat(
-          "  parallel     %d data-parallel ranks (ZeRO-1: optimizer state sharded), store %s\n",
-          flags.world_size, flags.store);
+          "  parallel     %d data-parallel ranks (ZeRO-1: optimizer state sharded; expert "
+          "parallel %d), store %s\n",
+          flags.world_size, ep, flags.store);
     }
-  } else if (spec.parallel().pipeline_parallel() != 1) {
+  } else if (spec.parallel().pipeline_parallel() != 1 || spec.parallel().expert_parallel() != 1) {
     out << absl::StrFormat(
-        "  note         parallel.pipeline_parallel=%d is ignored: one process runs the whole "
-        "model (start %d ranks with --world_size to run the pipeline)\n",
-        spec.parallel().pipeline_parallel(), spec.parallel().pipeline_parallel());
-  }
-  if (spec.parallel().expert_parallel() != 1) {
-    out << absl::StrFormat(
-        "  note         parallel.expert_parallel=%d is ignored: every rank runs all experts\n",
-        spec.parallel().expert_parallel());
+        "  note         parallel.pipeline_parallel=%d and expert_parallel=%d are ignored: one "
+        "process runs the whole model (start ranks with --world_size to use them)\n",
+        spec.parallel().pipeline_parallel(), spec.parallel().expert_parallel());
   }
   out << absl::StrFormat(
       "  checkpoints  %s, %s, keep %d\n", o.checkpoint_dir,
@@ -387,30 +387,52 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
   absl::StatusOr<train::TrainerOptions> options = ToTrainerOptions(*spec, flags);
   if (!options.ok()) return BadInput(absl::StrCat(flags.spec, ": ", options.status().message()));
   if (flags.world_size > 1) {
-    const int pp = static_cast<int>(spec->parallel().pipeline_parallel());
-    if (pp > 1 && flags.world_size % pp != 0) {
-      return BadInput(absl::StrCat("--world_size=", flags.world_size,
-                                   " is not a multiple of parallel.pipeline_parallel=", pp,
-                                   " (the ranks form whole pipelines)"));
+    // The planner's layout for N workers (docs/planner.md): rank = stage x R + dp x EP + shard.
+    // The worker bounds are for the service; here the N ranks asked for are the bounds.
+    v1::JobSpec plan = *spec;
+    plan.mutable_parallel()->set_min_workers(flags.world_size);
+    plan.mutable_parallel()->set_max_workers(flags.world_size);
+    absl::StatusOr<coordinator::PlacementLayout> layout =
+        coordinator::PlanLayout(plan, flags.world_size);
+    if (!layout.ok()) {
+      return BadInput(absl::StrCat("--world_size=", flags.world_size, ": ",
+                                   layout.status().message()));
+    }
+    if (layout->world_size != flags.world_size) {
+      return BadInput(absl::StrCat(
+          "--world_size=", flags.world_size, " does not lay out whole: with parallel."
+          "pipeline_parallel=", layout->pipeline_parallel, " the ranks per stage must divide the ",
+          layout->sequences_per_micro_batch, " sequences of a micro-batch, so ",
+          "the planner would use ", layout->world_size, " ranks; start that many"));
     }
     absl::StatusOr<std::shared_ptr<parallel::Communicator>> comm = ConnectWorld(flags);
     if (!comm.ok()) return Failure{1, std::string(comm.status().message())};
     std::shared_ptr<parallel::Communicator> world = *std::move(comm);
-    if (pp > 1) {
-      // Replica k is world ranks k*P .. k*P+P-1, in stage-rank order.
-      absl::StatusOr<std::unique_ptr<parallel::Communicator>> pipe =
-          world->Split(flags.rank / pp, flags.rank % pp);
-      absl::StatusOr<std::unique_ptr<parallel::Communicator>> dp =
-          pipe.ok() ? world->Split(flags.rank % pp, flags.rank / pp) : pipe.status();
-      if (!dp.ok()) {
-        return Failure{1, absl::StrCat("rank ", flags.rank, ": forming the pipeline and "
-                                       "data-parallel groups: ", dp.status().message())};
+    const int per_stage = static_cast<int>(layout->ranks_per_stage);
+    const int ep = static_cast<int>(layout->expert_parallel);
+    const int stage = flags.rank / per_stage, j = flags.rank % per_stage;
+    absl::Status split_status;
+    auto split = [&](int color, int key) -> std::shared_ptr<parallel::Communicator> {
+      if (!split_status.ok()) return nullptr;
+      absl::StatusOr<std::unique_ptr<parallel::Communicator>> group = world->Split(color, key);
+      if (!group.ok()) {
+        split_status = group.status();
+        return nullptr;
       }
-      options->pipeline = std::move(*pipe);
-      options->data_parallel = std::move(*dp);
+      return std::shared_ptr<parallel::Communicator>(std::move(*group));
+    };
+    std::shared_ptr<parallel::Communicator> pipeline = split(j, stage);
+    std::shared_ptr<parallel::Communicator> mates = split(stage, j);
+    std::shared_ptr<parallel::Communicator> experts = split(flags.rank / ep, flags.rank % ep);
+    if (!split_status.ok()) {
+      return Failure{1, absl::StrCat("rank ", flags.rank, ": forming the pipeline, data- and "
+                                     "expert-parallel groups: ", split_status.message())};
+    }
+    options->data_parallel = std::move(mates);
+    if (ep > 1) options->expert_parallel = std::move(experts);
+    if (layout->pipeline_parallel > 1) {
+      options->pipeline = std::move(pipeline);
       options->world = std::move(world);
-    } else {
-      options->data_parallel = std::move(world);
     }
   }
 

@@ -191,17 +191,19 @@ double CompareCheckpoints(const std::string& want_dir, const std::string& got_di
   return largest;
 }
 
-// Pipeline-parallel jobs of real processes: DualPipe over 2 ranks, and 2 pipelines x 2 replicas
-// (4 processes), each against one process on the same global batch.
+// Pipeline- and expert-parallel jobs of real processes: DualPipe over 2 ranks, and 2 stages x 2
+// expert shards (4 processes), each against one process on the same global batch.
 TEST_F(RunDataParallelTest, PipelineRankProcessesMatchOneProcess) {
   constexpr int kSteps = 3;
   const std::string parallel =
-      R"({ "pipeline_parallel": 2, "micro_batches": 4, "schedule": "dualpipe" })";
+      R"({ "pipeline_parallel": 2, "expert_parallel": 2, "micro_batches": 4,
+           "schedule": "dualpipe" })";
   std::vector<std::string> outs, errs;
   const std::string single = WriteSpec(kSteps, "pp-one", "pp-one.json", parallel);
   std::vector<int> codes = RunJob(single, 1, "ppone", {}, 120, &outs, &errs);
   ASSERT_EQ(codes[0], 0) << errs[0] << outs[0];
-  EXPECT_THAT(outs[0], HasSubstr("parallel.pipeline_parallel=2 is ignored"));
+  EXPECT_THAT(outs[0],
+              HasSubstr("parallel.pipeline_parallel=2 and expert_parallel=2 are ignored"));
   const double want_val = FinalValLoss(outs[0]);
   ASSERT_FALSE(std::isnan(want_val)) << outs[0];
   for (int world : {2, 4}) {
@@ -211,8 +213,9 @@ TEST_F(RunDataParallelTest, PipelineRankProcessesMatchOneProcess) {
     outs.clear(), errs.clear();
     codes = RunJob(spec, world, ckpt, {}, 180, &outs, &errs);
     ASSERT_EQ(codes, std::vector<int>(static_cast<size_t>(world), 0)) << errs[0] << outs[0];
-    EXPECT_THAT(outs[0], HasSubstr(absl::StrCat(world, " ranks: ", world / 2, " pipeline")));
-    EXPECT_THAT(outs[0], HasSubstr("(dualpipe, 2 stages)"));
+    EXPECT_THAT(outs[0], HasSubstr(absl::StrCat(world, " ranks: pipeline 2 (dualpipe, 2 stages) x ",
+                                                world / 2, " rank")));
+    EXPECT_THAT(outs[0], HasSubstr(absl::StrCat("(expert parallel ", world / 2)));
     const double got_val = FinalValLoss(outs[0]);
     std::cout << "final val loss: 1 process " << want_val << ", " << world << " ranks "
               << got_val << "\n";
@@ -224,7 +227,7 @@ TEST_F(RunDataParallelTest, PipelineRankProcessesMatchOneProcess) {
   outs.clear(), errs.clear();
   codes = RunJob(WriteSpec(kSteps, "pp3", "pp3.json", parallel), 3, "pp3", {}, 60, &outs, &errs);
   EXPECT_EQ(codes[0], 2);
-  EXPECT_THAT(errs[0], HasSubstr("is not a multiple of parallel.pipeline_parallel=2"));
+  EXPECT_THAT(errs[0], HasSubstr("the planner would use 2 ranks"));
 }
 
 TEST_F(RunDataParallelTest, TwoRankProcessesMatchOneProcessAndResume) {

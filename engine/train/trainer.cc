@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "common/status_macros.h"
+#include "engine/parallel/expert_parallel.h"
 #include "engine/parallel/schedule_factory.h"
 #include "engine/train/checkpoint.h"
 #include "engine/train/data_parallel_checkpoint.h"
@@ -109,6 +110,14 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
       return absl::InvalidArgumentError(
           StrCat("a pipeline of ", p, " ranks x ", d, " data-parallel replicas needs the world "
                  "group of all ", p * d, " ranks (TrainerOptions::world)"));
+    }
+  }
+  if (const int ep = o.expert_parallel ? o.expert_parallel->size() : 1; ep > 1) {
+    const int d = o.data_parallel ? o.data_parallel->size() : 1;
+    if (d % ep != 0 || o.model.n_routed_experts % ep != 0) {
+      return absl::InvalidArgumentError(
+          StrCat("an expert-parallel group of ", ep, " ranks must divide the ", d,
+                 " data-parallel ranks and the ", o.model.n_routed_experts, " routed experts"));
     }
   }
   LrSchedule schedule{o.lr, o.min_lr, o.warmup_steps, o.steps};
@@ -223,6 +232,24 @@ absl::Status Trainer::Init() {
   model_options.seq_aux_loss_alpha = o.seq_aux_loss_alpha;
   model_options.recompute = o.recompute;
   ASSIGN_OR_RETURN(model_, model::Model::Create(o.model, model_options, pool_.get()));
+  if (const int ep = o.expert_parallel ? o.expert_parallel->size() : 1; ep > 1) {
+    const model::GemmMode mode = o.precision == model::Precision::kFp8    ? model::GemmMode::kFp8
+                                 : o.precision == model::Precision::kBf16 ? model::GemmMode::kBf16
+                                                                          : model::GemmMode::kFp32;
+    // MoE layer l (main layers in order, then MTP) is model layer first_k_dense_replace + l.
+    for (int64_t l = 0; l < model_->num_moe_layers(); ++l) {
+      const std::string prefix =
+          StrCat("model.layers.", o.model.first_k_dense_replace + l, ".mlp.");
+      absl::StatusOr<std::shared_ptr<parallel::ExpertParallelExecutor>> executor =
+          parallel::ExpertParallelExecutor::Create(o.expert_parallel.get(), o.model,
+                                                   &model_->parameters(), prefix, mode);
+      if (!executor.ok()) {
+        return absl::InvalidArgumentError(StrCat("expert parallelism over ", ep, " ranks: ",
+                                                 executor.status().message()));
+      }
+      model_->SetExpertExecutor(l, *std::move(executor));
+    }
+  }
   if (pp_size_ > 1) {
     ASSIGN_OR_RETURN(parallel::Schedule schedule,
                      parallel::BuildSchedule(o.schedule, pp_size_, o.micro_batches));
@@ -474,7 +501,7 @@ absl::StatusOr<CheckpointEvent> Trainer::Checkpoint() {
   state.extra["precision"] = std::string(model::PrecisionName(options_.precision));
   state.extra["micro_batches"] = StrCat(options_.micro_batches);
   const std::map<std::string, int64_t> layout = {{"pipeline_parallel", pp_size_},
-                                                 {"expert_parallel", 1},
+                                                 {"expert_parallel", ep_size()},
                                                  {"data_parallel", dp_size_},
                                                  {"micro_batches", options_.micro_batches}};
   ASSIGN_OR_RETURN(
@@ -503,6 +530,7 @@ absl::StatusOr<TrainSummary> Trainer::Run(const TrainerCallbacks& callbacks,
     reduce_->Abort(reason);
     if (options_.pipeline != nullptr) options_.pipeline->Abort(reason);
     if (options_.data_parallel != nullptr) options_.data_parallel->Abort(reason);
+    if (options_.expert_parallel != nullptr) options_.expert_parallel->Abort(reason);
   }
   return summary;
 }

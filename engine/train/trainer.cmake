@@ -10,7 +10,7 @@ add_library(dsv3_trainer STATIC
   ${CMAKE_CURRENT_LIST_DIR}/data_parallel_checkpoint.cc
 )
 target_link_libraries(dsv3_trainer
-  PUBLIC dsv3_model dsv3_pipeline dsv3_checkpoint dsv3_data dsv3_kernels dsv3_comm dsv3_common absl::status
+  PUBLIC dsv3_model dsv3_pipeline dsv3_expert_parallel dsv3_checkpoint dsv3_data dsv3_kernels dsv3_comm dsv3_common absl::status
          absl::statusor absl::strings)
 
 # Schedule, optimizer and checkpoint-content tests: no forward or backward of the model.

@@ -96,6 +96,11 @@ struct TrainerOptions {
   // only its stages' chunks; the reduction over `world` sums the stage copies.
   std::shared_ptr<parallel::Communicator> pipeline;
   parallel::ScheduleKind schedule = parallel::ScheduleKind::kDualPipe;
+  // Expert parallelism (engine/parallel/expert_parallel.h): the group of ranks, all running the
+  // same stages, that split the routed experts of every MoE layer (null or of size 1: every rank
+  // runs all experts). Its ranks are also data-parallel ranks: each trains its own rows, and its
+  // tokens reach the experts' owners by all-to-all. Its size must divide n_routed_experts.
+  std::shared_ptr<parallel::Communicator> expert_parallel;
   // Every rank of the job (P pipeline ranks x D data-parallel replicas): optimizer state is
   // sharded over it (ZeRO-1) and gradients, loss terms and expert loads are summed over it.
   // Required with a pipeline, of size P x D; without one it is data_parallel.
@@ -184,6 +189,7 @@ class Trainer {
   int dp_rank() const { return dp_rank_; }
   int dp_size() const { return dp_size_; }
   int pp_size() const { return pp_size_; }
+  int ep_size() const { return options_.expert_parallel ? options_.expert_parallel->size() : 1; }
   // The model's pipeline stages (DualPipeV: 2 per rank); 1 without a pipeline.
   int num_pipeline_stages() const {
     return pipeline_ ? pipeline_->schedule().layout.num_stages : 1;

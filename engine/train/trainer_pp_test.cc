@@ -1,9 +1,10 @@
-// Pipeline parallelism in the trainer (trainer.h, engine/parallel/pipeline_executor.h): P pipeline
-// ranks x D data-parallel replicas on threads with the in-process communicator train the same
-// global batch as the single-process trainer and must give its per-step losses, gradient norms,
-// expert loads and final parameters (fp32; only the summation order differs), for DualPipe,
-// DualPipeV and 1F1B; every rank holds the same parameters; a checkpointed and resumed pipeline
-// run equals the uninterrupted one bit for bit.
+// Pipeline and expert parallelism in the trainer (trainer.h, engine/parallel/pipeline_executor.h,
+// expert_parallel.h): P pipeline ranks x R ranks per stage (EP expert shards x DP replicas), laid
+// out as the planner does (rank = stage x R + dp x EP + shard), on threads with the in-process
+// communicator, train the same global batch as the single-process trainer and must give its
+// per-step losses, gradient norms, expert loads and final parameters (fp32; only the summation
+// order differs), for DualPipe, DualPipeV and 1F1B; every rank holds the same parameters; a
+// checkpointed and resumed pipeline run equals the uninterrupted one bit for bit.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -36,6 +37,7 @@ struct Layout {
   ScheduleKind kind;
   int pp;
   int dp;
+  int ep = 1;
 };
 
 class PipelineTrainerTest : public ::testing::TestWithParam<Layout> {
@@ -50,7 +52,7 @@ class PipelineTrainerTest : public ::testing::TestWithParam<Layout> {
     o.model.num_hidden_layers = 4;
     o.precision = model::Precision::kFp32;
     o.seq_len = kSeqLen;
-    o.global_batch_tokens = 16 * kSeqLen;  // B = 16
+    o.global_batch_tokens = 32 * kSeqLen;  // B = 32: 1 row per micro-batch and rank at 4 ranks
     o.micro_batches = 8;
     o.steps = 20;
     o.lr = 3e-3;
@@ -74,10 +76,12 @@ struct RankRun {
   std::unique_ptr<Trainer> trainer;
 };
 
-// Runs pp x dp ranks on threads: world rank r is stage rank r % pp of replica r / pp.
+// Runs pp x dp x ep ranks on threads: world rank r is stage r / R, shard r % ep of replica
+// (r % R) / ep, R = dp x ep (the planner's layout).
 std::vector<RankRun> RunRanks(const Layout& layout, TrainerOptions options,
                               const std::function<absl::Status(Trainer&, RankRun&)>& body) {
-  const int world = layout.pp * layout.dp;
+  const int per_stage = layout.dp * layout.ep;
+  const int world = layout.pp * per_stage;
   options.schedule = layout.kind;
   std::vector<RankRun> runs(static_cast<size_t>(world));
   auto store = std::make_shared<parallel::InProcessStore>();
@@ -98,14 +102,17 @@ std::vector<RankRun> RunRanks(const Layout& layout, TrainerOptions options,
       TrainerOptions o = options;
       o.world = std::shared_ptr<parallel::Communicator>(std::move(*comm));
       if (world > 1) {
-        absl::StatusOr<std::unique_ptr<parallel::Communicator>> pipe =
-            o.world->Split(r / layout.pp, r % layout.pp);
+        const int stage = r / per_stage, j = r % per_stage;
+        absl::StatusOr<std::unique_ptr<parallel::Communicator>> pipe = o.world->Split(j, stage);
         if (!pipe.ok()) return fail(pipe.status());
-        absl::StatusOr<std::unique_ptr<parallel::Communicator>> dp =
-            o.world->Split(r % layout.pp, r / layout.pp);
-        if (!dp.ok()) return fail(dp.status());
+        absl::StatusOr<std::unique_ptr<parallel::Communicator>> mates = o.world->Split(stage, j);
+        if (!mates.ok()) return fail(mates.status());
+        absl::StatusOr<std::unique_ptr<parallel::Communicator>> ep =
+            o.world->Split(r / layout.ep, r % layout.ep);
+        if (!ep.ok()) return fail(ep.status());
         o.pipeline = std::move(*pipe);
-        o.data_parallel = std::move(*dp);
+        o.data_parallel = std::move(*mates);
+        o.expert_parallel = std::move(*ep);
       }
       absl::StatusOr<std::unique_ptr<Trainer>> trainer = Trainer::Create(o);
       if (!trainer.ok()) return fail(trainer.status());
@@ -150,8 +157,9 @@ TEST_P(PipelineTrainerTest, GivesTheSingleProcessLossesAndParameters) {
   std::vector<RankRun> single = RunRanks({ScheduleKind::kOneFOneB, 1, 1}, options, TrainSteps);
   ASSERT_OK(single[0].status);
   std::vector<RankRun> ranks = RunRanks(layout, options, TrainSteps);
-  const int world = layout.pp * layout.dp;
+  const int world = layout.pp * layout.dp * layout.ep;
   for (int r = 0; r < world; ++r) ASSERT_OK(ranks[r].status) << "rank " << r;
+  ASSERT_EQ(ranks[0].trainer->ep_size(), layout.ep);
   ASSERT_EQ(ranks[0].trainer->pp_size(), layout.pp);
 
   double worst_loss = 0;
@@ -174,7 +182,7 @@ TEST_P(PipelineTrainerTest, GivesTheSingleProcessLossesAndParameters) {
   const double worst_param = WorstTensorError(single[0].trainer->model().parameters().layout,
                                               single[0].values, ranks[0].values);
   std::cout << parallel::ScheduleKindName(layout.kind) << " PP=" << layout.pp
-            << " DP=" << layout.dp << ": largest relative loss difference " << worst_loss
+            << " DP=" << layout.dp << " EP=" << layout.ep << ": largest relative loss difference " << worst_loss
             << ", largest per-tensor relative parameter difference " << worst_param << "\n";
 }
 
@@ -184,13 +192,17 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{ScheduleKind::kDualPipe, 2, 1}, Layout{ScheduleKind::kDualPipe, 4, 1},
                       Layout{ScheduleKind::kDualPipe, 2, 2}, Layout{ScheduleKind::kDualPipeV, 2, 1},
                       Layout{ScheduleKind::kDualPipeV, 4, 1},
-                      Layout{ScheduleKind::kDualPipeV, 2, 2}),
+                      Layout{ScheduleKind::kDualPipeV, 2, 2},
+                      Layout{ScheduleKind::kOneFOneB, 1, 1, 2}, Layout{ScheduleKind::kOneFOneB, 1, 1, 4},
+                      Layout{ScheduleKind::kDualPipe, 2, 1, 2},
+                      Layout{ScheduleKind::kDualPipeV, 2, 1, 2},
+                      Layout{ScheduleKind::kDualPipe, 2, 2, 2}),
     [](const auto& info) {
       const Layout& l = info.param;
       return absl::StrCat(l.kind == ScheduleKind::kOneFOneB   ? "OneFOneB"
                           : l.kind == ScheduleKind::kDualPipe ? "DualPipe"
                                                               : "DualPipeV",
-                          "_PP", l.pp, "_DP", l.dp);
+                          "_PP", l.pp, "_DP", l.dp, "_EP", l.ep);
     });
 
 using PipelineResumeTest = PipelineTrainerTest;
