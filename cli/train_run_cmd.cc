@@ -21,21 +21,22 @@
 #include "absl/strings/str_join.h"
 #include "cli/train_flags.h"
 #include "coordinator/job_spec.h"
+#include "coordinator/planner.h"
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/store_file.h"
-#include "coordinator/planner.h"
 #include "engine/train/trainer.h"
 
 namespace dsv3::cli {
 
 const char kRunSynopsis[] =
-    "run --spec=SPEC.json [--threads=N] [--steps=N] [--recompute] [--world_size=N --rank=R "
-    "--store=DIR]";
+    "run --spec=SPEC.json [--threads=N] [--steps=N] [--recompute] [--metrics=FILE] "
+    "[--world_size=N --rank=R --store=DIR]";
 
 namespace {
 
 constexpr char kUsage[] =
     "usage: dsv3-train run --spec=SPEC.json [--threads=N] [--steps=N] [--recompute]\n"
+    "                      [--metrics=FILE]\n"
     "                      [--world_size=1 --rank=0 --store=DIR]\n"
     "Trains the job of SPEC.json (docs/job-spec.md) in this process, without the service, and\n"
     "resumes from the newest committed checkpoint under its checkpoint.dir.\n"
@@ -43,6 +44,8 @@ constexpr char kUsage[] =
     "  --threads     kernel threads (default: all hardware threads)\n"
     "  --steps       override train.steps for a quick try (warm-up capped at it)\n"
     "  --recompute   recompute norms and MLA up-projections in the backward (less memory)\n"
+    "  --metrics     append one JSON object per line for every step, validation and checkpoint\n"
+    "                (full precision; rank 0 only): {\"event\": \"step\", \"step\": 1, \"loss\": ...}\n"
     "  --world_size, --rank, --store   one rank of a job of N processes on this machine (Gloo on\n"
     "                127.0.0.1, bootstrapped through the file store DIR, created if missing);\n"
     "                start one process per rank 0..N-1 with the same spec. The ranks are laid\n"
@@ -91,11 +94,28 @@ std::string Grouped(int64_t n) {
   return n < 0 ? "-" + out : out;
 }
 
+// `text` as a JSON string literal (quotes, backslashes and control characters escaped).
+std::string JsonString(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", static_cast<int>(c));
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
 struct Flags {
   std::string spec;
   int threads = 0;
   std::optional<int64_t> steps;
   bool recompute = false;
+  std::string metrics;
   int world_size = 1;
   int rank = 0;
   std::string store;
@@ -118,6 +138,10 @@ std::optional<Failure> ParseFlags(const std::map<std::string, std::string>& f, F
     flags->steps = steps;
   }
   flags->recompute = f.count("recompute") && f.at("recompute") == "true";
+  if (auto m = f.find("metrics"); m != f.end()) {
+    if (m->second.empty()) return BadInput("--metrics needs a file name");
+    flags->metrics = m->second;
+  }
   int& world_size = flags->world_size;
   if (auto w = f.find("world_size"); w != f.end()) {
     if (!absl::SimpleAtoi(w->second, &world_size) || world_size < 1) {
@@ -445,16 +469,42 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
                          "load max/mean");
   out.flush();
 
+  std::ofstream metrics;
+  if (!flags.metrics.empty() && flags.rank == 0) {
+    metrics.open(flags.metrics, std::ios::app);
+    if (!metrics) {
+      return BadInput(absl::StrCat("--metrics=", flags.metrics, ": cannot open for appending: ",
+                                   std::strerror(errno)));
+    }
+  }
+  auto record = [&](const std::string& line) {
+    if (metrics.is_open()) metrics << line << "\n" << std::flush;
+  };
   const int64_t steps = options->steps;
   train::TrainerCallbacks callbacks;
   callbacks.on_step = [&](const train::StepProgress& p) {
     out << StepLine(p, options->model) << std::flush;
+    record(absl::StrFormat(
+        R"({"event": "step", "step": %d, "steps": %d, "loss": %.17g, "main_loss": %.17g, )"
+        R"("mtp_loss": %.17g, "balance_loss": %.17g, "lr": %.17g, "grad_norm": %.17g, )"
+        R"("seconds": %.6f, "tokens_per_second": %.3f, "tokens_seen": %d, )"
+        R"("load_max_over_mean": %.17g})",
+        p.step, p.steps, p.loss.loss, p.loss.main_loss, p.loss.mtp_loss, p.loss.balance_loss,
+        p.lr, p.grad_norm, p.seconds, p.tokens_per_second, p.tokens_seen, p.load_max_over_mean));
   };
   callbacks.on_validation = [&](const train::ValidationResult& v) {
     out << ValidationLine(v, steps) << std::flush;
+    record(absl::StrFormat(
+        R"({"event": "validation", "step": %d, "loss": %.17g, "main_loss": %.17g, )"
+        R"("mtp_loss": %.17g, "balance_loss": %.17g, "tokens": %d, )"
+        R"("next_token_accuracy": %.17g, "mtp_next_next_accuracy": %.17g})",
+        v.step, v.loss.loss, v.loss.main_loss, v.loss.mtp_loss, v.loss.balance_loss, v.tokens,
+        v.next_token_accuracy, v.mtp_next_next_accuracy));
   };
   callbacks.on_checkpoint = [&](const train::CheckpointEvent& e) {
     out << CheckpointLine(e, steps) << std::flush;
+    record(absl::StrFormat(R"({"event": "checkpoint", "step": %d, "path": %s})", e.step,
+                           JsonString(e.path)));
   };
   absl::StatusOr<train::TrainSummary> summary;
   {
@@ -493,7 +543,7 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
 
 int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   absl::StatusOr<std::map<std::string, std::string>> flags = ParseVerbFlags(
-      args, {"spec", "threads", "steps", "world_size", "rank", "store"}, {"recompute"});
+      args, {"spec", "threads", "steps", "metrics", "world_size", "rank", "store"}, {"recompute"});
   if (!flags.ok()) {
     err << "dsv3-train run: " << flags.status().message() << " (see --help)\n";
     return 2;

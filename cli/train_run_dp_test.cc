@@ -191,16 +191,32 @@ double CompareCheckpoints(const std::string& want_dir, const std::string& got_di
   return largest;
 }
 
-// Pipeline- and expert-parallel jobs of real processes: DualPipe over 2 ranks, and 2 stages x 2
-// expert shards (4 processes), each against one process on the same global batch.
+// Per-step values of `key` from a --metrics file (the "step" events, in order).
+std::vector<double> StepMetric(const std::string& path, const std::string& key) {
+  std::vector<double> values;
+  std::ifstream in(path);
+  const std::regex re("\"" + key + "\": ([-+0-9.eE]+)");
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (line.find(R"("event": "step")") != std::string::npos && std::regex_search(line, m, re)) {
+      values.push_back(std::stod(m[1]));
+    }
+  }
+  return values;
+}
+
+// Pipeline- and expert-parallel jobs of real processes (Gloo): DualPipe over 2 ranks, and 2 stages
+// x 2 expert shards (4 processes), each against one process on the same global batch: per-step
+// loss terms (relative 1e-5, from --metrics) and final parameters (relative 1e-4).
 TEST_F(RunDataParallelTest, PipelineRankProcessesMatchOneProcess) {
-  constexpr int kSteps = 3;
+  constexpr int kSteps = 5;
   const std::string parallel =
       R"({ "pipeline_parallel": 2, "expert_parallel": 2, "micro_batches": 4,
            "schedule": "dualpipe" })";
   std::vector<std::string> outs, errs;
   const std::string single = WriteSpec(kSteps, "pp-one", "pp-one.json", parallel);
-  std::vector<int> codes = RunJob(single, 1, "ppone", {}, 120, &outs, &errs);
+  std::vector<int> codes =
+      RunJob(single, 1, "ppone", {"--metrics=" + dir_.Sub("ppone.jsonl")}, 120, &outs, &errs);
   ASSERT_EQ(codes[0], 0) << errs[0] << outs[0];
   EXPECT_THAT(outs[0],
               HasSubstr("parallel.pipeline_parallel=2 and expert_parallel=2 are ignored"));
@@ -211,8 +227,18 @@ TEST_F(RunDataParallelTest, PipelineRankProcessesMatchOneProcess) {
     const std::string ckpt = absl::StrCat("pp", world);
     const std::string spec = WriteSpec(kSteps, ckpt, ckpt + ".json", parallel);
     outs.clear(), errs.clear();
-    codes = RunJob(spec, world, ckpt, {}, 180, &outs, &errs);
+    codes = RunJob(spec, world, ckpt, {"--metrics=" + dir_.Sub(ckpt + ".jsonl")}, 180, &outs,
+                   &errs);
     ASSERT_EQ(codes, std::vector<int>(static_cast<size_t>(world), 0)) << errs[0] << outs[0];
+    for (const char* key : {"loss", "main_loss", "mtp_loss", "balance_loss", "grad_norm"}) {
+      const std::vector<double> want = StepMetric(dir_.Sub("ppone.jsonl"), key);
+      const std::vector<double> got = StepMetric(dir_.Sub(ckpt + ".jsonl"), key);
+      ASSERT_EQ(want.size(), static_cast<size_t>(kSteps)) << key;
+      ASSERT_EQ(got.size(), want.size()) << key;
+      for (int s = 0; s < kSteps; ++s) {
+        EXPECT_NEAR(got[s], want[s], 1e-5 * std::abs(want[s])) << key << " at step " << s + 1;
+      }
+    }
     EXPECT_THAT(outs[0], HasSubstr(absl::StrCat(world, " ranks: pipeline 2 (dualpipe, 2 stages) x ",
                                                 world / 2, " rank")));
     EXPECT_THAT(outs[0], HasSubstr(absl::StrCat("(expert parallel ", world / 2)));
