@@ -5,12 +5,12 @@
 #
 #   bench/quality.sh [--steps=N] [--precisions="fp32 bf16 fp8"] [--threads=N] [--out=DIR]
 #
-# The full demo is 300 steps of 16384 tokens (4.9M tokens); --steps shortens the run (the LR
-# schedule then spans N steps). Needs a build (scripts/build.sh) and the corpus
+# The full demo is the spec's train.steps (1200 steps of 4096 tokens, 4.9M tokens); --steps changes
+# the run's length (the LR schedule then spans N steps). Needs a build (scripts/build.sh) and the corpus
 # (scripts/bootstrap.sh). Logs go to --out (default runs/quality).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=300
+STEPS=
 PRECISIONS="fp32 bf16 fp8"
 THREADS=$(nproc)
 OUT=runs/quality
@@ -37,8 +37,9 @@ for p in $PRECISIONS; do
   spec="$OUT/brown-tiny-$p.json"
   /usr/bin/python3 - "$p" "$STEPS" "$OUT/ckpt-$p" > "$spec" <<'PY'
 import json, sys
-precision, steps, ckpt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+precision, ckpt = sys.argv[1], sys.argv[3]
 spec = json.load(open("docs/examples/brown-tiny.json"))
+steps = int(sys.argv[2]) if sys.argv[2] else spec["train"]["steps"]
 spec["name"] = f"brown-tiny-{precision}"
 spec["precision"] = precision
 spec["train"]["steps"] = steps

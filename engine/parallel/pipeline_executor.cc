@@ -56,7 +56,8 @@ struct PipelineExecutor::StepState {
 };
 
 absl::StatusOr<std::unique_ptr<PipelineExecutor>> PipelineExecutor::Create(
-    Schedule schedule, model::Model* model, Communicator* pipeline) {
+    Schedule schedule, model::Model* model, Communicator* pipeline,
+    PipelineExecutorOptions options) {
   if (model == nullptr || pipeline == nullptr) {
     return absl::InvalidArgumentError("pipeline executor: a model and a communicator are needed");
   }
@@ -76,12 +77,17 @@ absl::StatusOr<std::unique_ptr<PipelineExecutor>> PipelineExecutor::Create(
     spans.push_back(*span);
   }
   return std::unique_ptr<PipelineExecutor>(
-      new PipelineExecutor(std::move(schedule), model, pipeline, std::move(spans)));
+      new PipelineExecutor(std::move(schedule), model, pipeline, std::move(spans), options));
 }
 
 PipelineExecutor::PipelineExecutor(Schedule schedule, model::Model* model, Communicator* pipeline,
-                                   std::vector<model::StageSpan> spans)
-    : schedule_(std::move(schedule)), model_(model), pipeline_(pipeline), spans_(std::move(spans)) {
+                                   std::vector<model::StageSpan> spans,
+                                   PipelineExecutorOptions options)
+    : schedule_(std::move(schedule)),
+      model_(model),
+      pipeline_(pipeline),
+      options_(options),
+      spans_(std::move(spans)) {
   int offset = 0;
   for (const Route& route : schedule_.layout.routes) {
     route_offset_.push_back(offset);
@@ -278,10 +284,14 @@ absl::StatusOr<PipelineStepResult> PipelineExecutor::RunStep(const MicroBatchSou
     return absl::OkStatus();
   };
 
+  using Clock = std::chrono::steady_clock;
+  const auto step_start = Clock::now();
   const std::vector<Op>& ops = schedule_.ops[static_cast<size_t>(rank)];
   for (size_t i = 0; i < ops.size(); ++i) {
     const Op& op = ops[i];
     absl::Status s;
+    const auto op_start = Clock::now();
+    const double waited_before = result.seconds_waiting;
     switch (op.kind) {
       case OpKind::kForward:
         s = forward(op.chunk);
@@ -301,7 +311,18 @@ absl::StatusOr<PipelineStepResult> PipelineExecutor::RunStep(const MicroBatchSou
         break;
       case OpKind::kCommBatch:
         s = comm(op);
+        if (s.ok() && !options_.overlap_communication) {
+          s = wait_work(static_cast<int>(st.works.size()) - 1, "message");
+        }
         break;
+    }
+    if (op.is_compute()) {
+      // Waiting for an input inside a compute op is not computing.
+      const double busy = std::chrono::duration<double>(Clock::now() - op_start).count() -
+                          (result.seconds_waiting - waited_before);
+      result.seconds_compute += busy;
+      result.op_seconds[static_cast<int>(op.kind)] += busy;
+      ++result.op_count[static_cast<int>(op.kind)];
     }
     if (!s.ok()) {
       return absl::Status(s.code(), absl::StrCat("pipeline rank ", rank, " op ", i, " (",
@@ -318,6 +339,7 @@ absl::StatusOr<PipelineStepResult> PipelineExecutor::RunStep(const MicroBatchSou
     return absl::InternalError(absl::StrCat("pipeline rank ", rank, ": ", st.deferred.size(),
                                             " deferred weight gradients never ran"));
   }
+  result.seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
   return result;
 }
 

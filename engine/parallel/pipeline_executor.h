@@ -47,7 +47,20 @@ struct PipelineStepResult {
   model::LossTerms loss;
   int forward_chunks = 0;
   int backward_chunks = 0;
-  double seconds_waiting = 0;  // blocked on received messages
+  double seconds = 0;          // wall time of the step on this rank
+  double seconds_compute = 0;  // in F, B, Bi, W and F&B ops
+  double seconds_waiting = 0;  // blocked on messages (received buffers, or sends without overlap)
+  // Compute seconds (waits excluded) and op counts per compute kind, indexed by OpKind (F, B, Bi,
+  // W, F&B): the chunk costs the bubble formulas take.
+  double op_seconds[5] = {};
+  int op_count[5] = {};
+};
+
+struct PipelineExecutorOptions {
+  // true: a send/recv batch is waited for only when an op needs what it receives (or at the end
+  // of the step), so transfers overlap the compute ops issued after them. false: every batch is
+  // waited for as soon as it is issued (for measuring what the overlap buys).
+  bool overlap_communication = true;
 };
 
 class PipelineExecutor {
@@ -56,9 +69,9 @@ class PipelineExecutor {
   // ops[pipeline->rank()]. The model is cut into schedule.layout.num_stages stages
   // (model::PipelineStage). INVALID_ARGUMENT when the group's size is not the schedule's rank
   // count. `model` and `pipeline` are not owned and must outlive the executor.
-  static absl::StatusOr<std::unique_ptr<PipelineExecutor>> Create(Schedule schedule,
-                                                                  model::Model* model,
-                                                                  Communicator* pipeline);
+  static absl::StatusOr<std::unique_ptr<PipelineExecutor>> Create(
+      Schedule schedule, model::Model* model, Communicator* pipeline,
+      PipelineExecutorOptions options = {});
 
   const Schedule& schedule() const { return schedule_; }
 
@@ -71,12 +84,13 @@ class PipelineExecutor {
 
  private:
   PipelineExecutor(Schedule schedule, model::Model* model, Communicator* pipeline,
-                   std::vector<model::StageSpan> spans);
+                   std::vector<model::StageSpan> spans, PipelineExecutorOptions options);
   struct StepState;
 
   Schedule schedule_;
   model::Model* model_;
   Communicator* pipeline_;
+  PipelineExecutorOptions options_;
   std::vector<model::StageSpan> spans_;  // [num_stages]
   std::vector<int> route_offset_;        // first global micro-batch of each route
 };

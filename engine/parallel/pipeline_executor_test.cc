@@ -83,11 +83,12 @@ struct Case {
   int ranks;
   int micro_batches;
   Backend backend;
+  bool overlap = true;
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
   *os << ScheduleKindName(c.kind) << " N=" << c.ranks << " C=" << c.micro_batches << " "
-      << BackendName(c.backend);
+      << BackendName(c.backend) << (c.overlap ? "" : " no overlap");
 }
 
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
@@ -95,7 +96,8 @@ std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
                      : info.param.kind == ScheduleKind::kDualPipe ? "DualPipe"
                                                                   : "DualPipeV") +
          "_N" + std::to_string(info.param.ranks) + "_C" +
-         std::to_string(info.param.micro_batches) + "_" + BackendName(info.param.backend);
+         std::to_string(info.param.micro_batches) + "_" + BackendName(info.param.backend) +
+         (info.param.overlap ? "" : "_no_overlap");
 }
 
 class PipelineEquivalenceTest : public ::testing::TestWithParam<Case> {};
@@ -138,7 +140,8 @@ TEST_P(PipelineEquivalenceTest, OneStepEqualsTheWholeModel) {
     models[r] = MakeModel(c);
     threads.emplace_back([&, r] {
       absl::StatusOr<std::unique_ptr<PipelineExecutor>> ex =
-          PipelineExecutor::Create(schedule, models[r].get(), comms[r].get());
+          PipelineExecutor::Create(schedule, models[r].get(), comms[r].get(),
+                                   {.overlap_communication = tc.overlap});
       if (!ex.ok()) {
         got[r] = ex.status();
         return;
@@ -164,6 +167,10 @@ TEST_P(PipelineEquivalenceTest, OneStepEqualsTheWholeModel) {
   }
   // Every micro-batch ran every stage forward and backward exactly once.
   EXPECT_EQ(forwards, m * schedule.layout.num_stages);
+  for (int r = 0; r < tc.ranks; ++r) {
+    EXPECT_GT(got[r]->seconds_compute, 0) << "rank " << r;
+    EXPECT_LE(got[r]->seconds_compute + got[r]->seconds_waiting, got[r]->seconds * 1.001 + 1e-4);
+  }
   EXPECT_EQ(backwards, m * schedule.layout.num_stages);
   EXPECT_NEAR(sum.loss, want.loss, 1e-6 * want.loss);
   EXPECT_NEAR(sum.main_loss, want.main_loss, 1e-6 * want.main_loss);
@@ -195,7 +202,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{ScheduleKind::kDualPipeV, 4, 8, Backend::kInProcess},
                       Case{ScheduleKind::kDualPipe, 2, 4, Backend::kGloo},
                       Case{ScheduleKind::kDualPipeV, 2, 4, Backend::kGloo},
-                      Case{ScheduleKind::kOneFOneB, 2, 4, Backend::kGloo}),
+                      Case{ScheduleKind::kOneFOneB, 2, 4, Backend::kGloo},
+                      Case{ScheduleKind::kDualPipe, 4, 8, Backend::kGloo, false}),
     CaseName);
 
 TEST(PipelineExecutorTest, ADeadPeerFailsTheStepWithinTheTimeout) {
