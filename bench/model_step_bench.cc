@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "bench/demo_model_config.h"
 #include "common/model_config.h"
 #include "engine/model/model.h"
 #include "engine/model/parameters.h"
@@ -34,33 +35,6 @@
 
 namespace dsv3::model {
 namespace {
-
-// The "model" section of docs/examples/brown-tiny.json (the demo job).
-ModelConfig BrownTinyConfig() {
-  ModelConfig c;
-  c.vocab_size = 4096;
-  c.hidden_size = 256;
-  c.num_hidden_layers = 4;
-  c.first_k_dense_replace = 1;
-  c.intermediate_size = 512;
-  c.moe_intermediate_size = 128;
-  c.n_routed_experts = 16;
-  c.n_shared_experts = 1;
-  c.num_experts_per_tok = 4;
-  c.n_group = 4;
-  c.topk_group = 2;
-  c.routed_scaling_factor = 2.5;
-  c.num_attention_heads = 4;
-  c.q_lora_rank = 128;
-  c.kv_lora_rank = 128;
-  c.qk_nope_head_dim = 64;
-  c.qk_rope_head_dim = 32;
-  c.v_head_dim = 64;
-  c.num_nextn_predict_layers = 1;
-  c.rms_norm_eps = 1e-6;
-  c.rope_theta = 10000;
-  return c;
-}
 
 double Seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
@@ -138,7 +112,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
 
-  const ModelConfig config = BrownTinyConfig();
+  const ModelConfig config = bench::DemoModelConfig();
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(config.vocab_size - 1));
   std::vector<int32_t> tokens(static_cast<size_t>(batch * (seq + 1)));  // [B, T+1] row-major

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "bench/demo_model_config.h"
 #include "common/model_config.h"
 #include "engine/model/model.h"
 #include "engine/parallel/communicator.h"
@@ -35,26 +36,8 @@ namespace {
 
 // docs/examples/brown-tiny.json's model with `layers` main layers.
 ModelConfig DemoConfig(int64_t layers) {
-  ModelConfig c;
-  c.vocab_size = 4096;
-  c.hidden_size = 256;
+  ModelConfig c = bench::DemoModelConfig();
   c.num_hidden_layers = layers;
-  c.first_k_dense_replace = 1;
-  c.intermediate_size = 512;
-  c.moe_intermediate_size = 128;
-  c.n_routed_experts = 16;
-  c.n_shared_experts = 1;
-  c.num_experts_per_tok = 4;
-  c.n_group = 4;
-  c.topk_group = 2;
-  c.routed_scaling_factor = 2.5;
-  c.num_attention_heads = 4;
-  c.q_lora_rank = 128;
-  c.kv_lora_rank = 128;
-  c.qk_nope_head_dim = 64;
-  c.qk_rope_head_dim = 32;
-  c.v_head_dim = 64;
-  c.num_nextn_predict_layers = 1;
   return c;
 }
 

@@ -14,6 +14,7 @@
 #include "engine/model/model.h"
 #include "engine/model/parameters.h"
 #include "engine/parallel/in_process_store.h"
+#include "engine/parallel/testing_groups.h"
 #include "gtest/gtest.h"
 
 namespace dsv3::parallel {
@@ -68,27 +69,7 @@ struct RankResult {
   std::unique_ptr<model::ParameterSet> params;
 };
 
-std::vector<std::unique_ptr<Communicator>> MakeGroup(Backend backend, int n,
-                                                     absl::Duration timeout) {
-  auto store = std::make_shared<InProcessStore>();
-  std::vector<std::unique_ptr<Communicator>> comms(n);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      CommunicatorOptions o;
-      o.backend = backend;
-      o.rank = r;
-      o.world_size = n;
-      o.store = store;
-      o.timeout = timeout;
-      absl::StatusOr<std::unique_ptr<Communicator>> c = CreateCommunicator(o);
-      EXPECT_OK(c) << "rank " << r;
-      if (c.ok()) comms[r] = std::move(*c);
-    });
-  }
-  for (auto& t : threads) t.join();
-  return comms;
-}
+using testing::MakeGroup;
 
 // One MoE layer's forward and backward on `rows` x `seq` tokens, the routed experts run by
 // `executor` (null: all experts locally), means over `normalizer_rows`.

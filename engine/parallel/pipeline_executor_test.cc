@@ -10,6 +10,7 @@
 
 #include "common/status_matchers.h"
 #include "engine/parallel/in_process_store.h"
+#include "engine/parallel/testing_groups.h"
 #include "engine/parallel/schedule_factory.h"
 #include "gtest/gtest.h"
 
@@ -47,27 +48,7 @@ std::unique_ptr<model::Model> MakeModel(const ModelConfig& c) {
   return std::move(*m);
 }
 
-std::vector<std::unique_ptr<Communicator>> MakeGroup(Backend backend, int n,
-                                                     absl::Duration timeout) {
-  auto store = std::make_shared<InProcessStore>();
-  std::vector<std::unique_ptr<Communicator>> comms(n);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      CommunicatorOptions o;
-      o.backend = backend;
-      o.rank = r;
-      o.world_size = n;
-      o.store = store;
-      o.timeout = timeout;
-      absl::StatusOr<std::unique_ptr<Communicator>> c = CreateCommunicator(o);
-      EXPECT_OK(c) << "rank " << r;
-      if (c.ok()) comms[r] = std::move(*c);
-    });
-  }
-  for (auto& t : threads) t.join();
-  return comms;
-}
+using testing::MakeGroup;
 
 double RelErr(const float* got, const float* want, int64_t n) {
   double num = 0, den = 0;

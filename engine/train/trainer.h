@@ -1,9 +1,14 @@
-// The single-process training loop: the model (engine/model), AdamW with global-norm clipping
+// The training loop: the model (engine/model), AdamW with global-norm clipping
 // (optimizer.h), the warm-up + cosine schedule (lr_schedule.h), the layout-independent data order
 // (data_loader.h), validation, the auxiliary-loss-free bias update once per step, and checkpoints
 // with resume (trainer_checkpoint.h) that continue bit-for-bit. Options are a plain struct (the
 // fields of a resolved job spec it needs; no protobuf in the engine). Not here: spec parsing
-// (coordinator/job_spec.h, used by cli/train_run_cmd.cc), pipeline and expert parallelism.
+// (coordinator/job_spec.h, used by cli/train_run_cmd.cc).
+//
+// Pipeline and expert parallelism (docs/pipeline.md): with a pipeline group of size P > 1 the
+// micro-batches of step 2 below run as the schedule's op list (engine/parallel/pipeline_executor.h)
+// on this rank's stages, and with an expert-parallel group every MoE layer's routed experts are
+// split over it; the sums and ZeRO-1 of steps 2-4 then run over the world group of all ranks.
 //
 // Data parallelism: with TrainerOptions::data_parallel of size D > 1 this object is rank r of D
 // replicas (one per process or thread), each calling every method in the same order; optimizer
