@@ -2,6 +2,7 @@
 // (data_parallel_checkpoint.h).
 #include "engine/train/data_parallel_checkpoint.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -85,24 +86,35 @@ absl::StatusOr<RestoredCheckpoint> RestoreDataParallelCheckpoint(const std::stri
                                                                  ZeroAdamW* optimizer) {
   ASSIGN_OR_RETURN(CheckpointReader reader, CheckpointReader::Open(dir));
   const int world = comm->size();
-  if (reader.manifest().world_size != world) {
-    return absl::FailedPreconditionError(
-        StrCat("checkpoint ", dir, " was written by ", reader.manifest().world_size,
-               " rank(s) but this job has ", world,
-               " data-parallel ranks; resuming with another world size is not yet supported "
-               "(use the same --world_size, or another checkpoint dir to start afresh)"));
-  }
+  const int written_by = reader.manifest().world_size;
   LoadExpectations expected;
-  expected.world_size = world;
+  expected.world_size = written_by;
   expected.model_config = config;
   if (absl::Status s = reader.CheckCompatible(expected); !s.ok()) {
     return absl::FailedPreconditionError(
         StrCat("checkpoint ", dir, " does not match this job's model: ", s.message()));
   }
-  ASSIGN_OR_RETURN(LoadedRank loaded, LoadRank(dir, comm->rank(), expected));
+  // Every rank file holds the full model and the same rank state; the optimizer state is
+  // resharded from the writers' shards when the world size changed.
+  ASSIGN_OR_RETURN(LoadedRank loaded, LoadRank(dir, std::min(comm->rank(), written_by - 1),
+                                               expected));
   ASSIGN_OR_RETURN(std::unique_ptr<ZeroAdamW> restored,
                    ZeroAdamW::Create(params->layout, optimizer->config(), comm));
-  RETURN_IF_ERROR(restored->Load(loaded.optimizer));
+  if (written_by == world) {
+    RETURN_IF_ERROR(restored->Load(loaded.optimizer));
+  } else {
+    std::vector<SafetensorsReader> shards;
+    for (int r = 0; r < written_by; ++r) {
+      ASSIGN_OR_RETURN(SafetensorsReader shard, reader.OpenOptimizer(r));
+      shards.push_back(std::move(shard));
+    }
+    std::vector<const SafetensorsReader*> views;
+    for (const SafetensorsReader& shard : shards) views.push_back(&shard);
+    if (absl::Status s = restored->LoadResharded(views); !s.ok()) {
+      return absl::Status(s.code(), StrCat("resharding the optimizer state of ", dir, " from ",
+                                           written_by, " to ", world, " ranks: ", s.message()));
+    }
+  }
   if (restored->step() != loaded.manifest.step) {
     return absl::DataLossError(StrCat("optimizer state ", loaded.optimizer.path(), " is at step ",
                                       restored->step(), " but the checkpoint is step ",

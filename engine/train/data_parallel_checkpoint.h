@@ -1,8 +1,9 @@
 // What a data-parallel (ZeRO-1) run of D ranks puts into a checkpoint and takes back on resume:
 // every rank writes the full model (identical on every rank after the parameter all-gather, so
 // export's replica check holds), its optimizer shard (zero_optimizer.h) and its rank state, as rank
-// r of world size D; rank 0 commits after a barrier and prunes. Resume needs the same world size.
-// Not here: the single-process checkpoint (trainer_checkpoint.h), resharding.
+// r of world size D; rank 0 commits after a barrier and prunes. Resume works with any world size of
+// 2 or more: the optimizer state is resharded from the writers' shards (ZeroAdamW::LoadResharded).
+// Not here: the single-process checkpoint (trainer_checkpoint.h).
 #ifndef DSV3_ENGINE_TRAIN_DATA_PARALLEL_CHECKPOINT_H_
 #define DSV3_ENGINE_TRAIN_DATA_PARALLEL_CHECKPOINT_H_
 
@@ -31,11 +32,11 @@ absl::StatusOr<SavedCheckpoint> SaveDataParallelCheckpoint(
     const std::map<std::string, int64_t>& layout, const model::ParameterSet& params,
     const ZeroAdamW& optimizer, const RankState& state, int keep, parallel::Communicator* comm);
 
-// Loads rank comm->rank()'s files of committed checkpoint `dir` into `params` and `optimizer`
-// (replaced only when everything loaded). Not a collective. FAILED_PRECONDITION when the
-// checkpoint was written by another world size ("written by 1 rank; this job has 2 data-parallel
-// ranks ...") or for another model config; DATA_LOSS as RestoreCheckpoint; the errors of
-// ZeroAdamW::Load.
+// Loads committed checkpoint `dir` into `params` and `optimizer` for rank comm->rank() (replaced
+// only when everything loaded): the model and rank state from one writer's files, the optimizer
+// shard from the writer of the same rank, or, when the world size changed, resharded from every
+// writer's shard. Not a collective. FAILED_PRECONDITION for another model config; DATA_LOSS as
+// RestoreCheckpoint; the errors of ZeroAdamW::Load / LoadResharded.
 absl::StatusOr<RestoredCheckpoint> RestoreDataParallelCheckpoint(const std::string& dir,
                                                                  const ModelConfig& config,
                                                                  parallel::Communicator* comm,

@@ -127,7 +127,8 @@ absl::Status ZeroAdamW::AddTo(SafetensorsWriter* writer) const {
   return absl::OkStatus();
 }
 
-absl::Status ZeroAdamW::Load(const SafetensorsReader& reader) {
+absl::StatusOr<ZeroAdamW::ShardHeader> ZeroAdamW::ReadShardHeader(
+    const SafetensorsReader& reader) const {
   const std::string& path = reader.path();
   auto data_loss = [&](const std::string& what) {
     return absl::DataLossError(StrCat("optimizer state ", path, ": ", what));
@@ -146,23 +147,20 @@ absl::Status ZeroAdamW::Load(const SafetensorsReader& reader) {
     }
     return absl::OkStatus();
   };
-  int64_t step = 0, world = 0, rank = 0, begin = 0, end = 0, total = 0;
-  RETURN_IF_ERROR(integer("step", &step));
-  RETURN_IF_ERROR(integer("world_size", &world));
-  RETURN_IF_ERROR(integer("rank", &rank));
-  RETURN_IF_ERROR(integer("shard_begin", &begin));
-  RETURN_IF_ERROR(integer("shard_end", &end));
-  RETURN_IF_ERROR(integer("total_size", &total));
-  if (world != comm_->size() || rank != comm_->rank()) {
-    return absl::FailedPreconditionError(
-        StrCat("optimizer state ", path, " is the shard of rank ", rank, " of ", world,
-               " data-parallel ranks but this is rank ", comm_->rank(), " of ", comm_->size(),
-               " (resharding ZeRO-1 state to another world size is not yet supported)"));
+  ShardHeader h;
+  RETURN_IF_ERROR(integer("step", &h.step));
+  RETURN_IF_ERROR(integer("world_size", &h.world));
+  RETURN_IF_ERROR(integer("rank", &h.rank));
+  RETURN_IF_ERROR(integer("shard_begin", &h.begin));
+  RETURN_IF_ERROR(integer("shard_end", &h.end));
+  RETURN_IF_ERROR(integer("total_size", &h.total));
+  if (h.end < h.begin || h.end > h.total) {
+    return data_loss(StrCat("shard [", h.begin, ", ", h.end, ") is not within [0, ", h.total, ")"));
   }
-  if (total != total_size_ || begin != begin_ || end != end_) {
+  if (h.total != total_size_) {
     return absl::FailedPreconditionError(
-        StrCat("optimizer state ", path, " holds elements [", begin, ", ", end, ") of ", total,
-               " but this rank owns [", begin_, ", ", end_, ") of ", total_size_));
+        StrCat("optimizer state ", path, " holds elements of a model of ", h.total,
+               " but this model has ", total_size_));
   }
   const std::string expected_dtype = MomentDTypeName(config_.moments);
   if (const std::string d = Metadata(reader, "moment_dtype"); d != expected_dtype) {
@@ -171,14 +169,12 @@ absl::Status ZeroAdamW::Load(const SafetensorsReader& reader) {
                                                 " moments: the precision changed"));
   }
   const DType dtype = MomentStorageDType(config_.moments);
-  const std::vector<int64_t> shape = {end_ - begin_};
-  const size_t bytes = static_cast<size_t>(end_ - begin_) * DTypeSize(dtype);
+  const std::vector<int64_t> shape = {h.end - h.begin};
   for (const TensorInfo& t : reader.tensors()) {
     if (t.name != kExpAvg && t.name != kExpAvgSq) {
       return data_loss(StrCat("unexpected tensor \"", t.name, "\""));
     }
   }
-  AdamWShard loaded = shard_.ZeroedCopy();
   for (const char* name : {kExpAvg, kExpAvgSq}) {
     if (!reader.Contains(name)) return data_loss(StrCat("no tensor \"", name, "\""));
     ASSIGN_OR_RETURN(const TensorInfo* info, reader.Find(name));
@@ -187,12 +183,62 @@ absl::Status ZeroAdamW::Load(const SafetensorsReader& reader) {
                               ShapeToString(info->shape), ", expected ", DTypeName(dtype), " ",
                               ShapeToString(shape)));
     }
-    const bool first = std::strcmp(name, kExpAvg) == 0;
-    void* dst = first ? loaded.mutable_exp_avg_data(0) : loaded.mutable_exp_avg_sq_data(0);
-    RETURN_IF_ERROR(reader.ReadInto(name, dtype, shape, dst, bytes));
+  }
+  return h;
+}
+
+absl::Status ZeroAdamW::Load(const SafetensorsReader& reader) {
+  ASSIGN_OR_RETURN(const ShardHeader h, ReadShardHeader(reader));
+  if (h.world != comm_->size() || h.rank != comm_->rank()) {
+    return absl::FailedPreconditionError(
+        StrCat("optimizer state ", reader.path(), " is the shard of rank ", h.rank, " of ", h.world,
+               " data-parallel ranks but this is rank ", comm_->rank(), " of ", comm_->size(),
+               " (use LoadResharded to load another world size's shards)"));
+  }
+  if (h.begin != begin_ || h.end != end_) {
+    return absl::FailedPreconditionError(
+        StrCat("optimizer state ", reader.path(), " holds elements [", h.begin, ", ", h.end,
+               ") but this rank owns [", begin_, ", ", end_, ")"));
+  }
+  std::vector<const SafetensorsReader*> one = {&reader};
+  return LoadResharded(one);
+}
+
+absl::Status ZeroAdamW::LoadResharded(const std::vector<const SafetensorsReader*>& shards) {
+  const DType dtype = MomentStorageDType(config_.moments);
+  const size_t element = DTypeSize(dtype);
+  AdamWShard loaded = shard_.ZeroedCopy();
+  int64_t covered = 0;
+  int64_t step = -1;
+  for (const SafetensorsReader* reader : shards) {
+    ASSIGN_OR_RETURN(const ShardHeader h, ReadShardHeader(*reader));
+    if (step >= 0 && h.step != step) {
+      return absl::DataLossError(StrCat("optimizer state ", reader->path(), " is at step ", h.step,
+                                        " but the other shards are at step ", step));
+    }
+    step = h.step;
+    const int64_t from = std::max(h.begin, begin_);
+    const int64_t to = std::min(h.end, end_);
+    if (from >= to) continue;
+    const std::vector<int64_t> shape = {h.end - h.begin};
+    std::vector<uint8_t> bytes(static_cast<size_t>(h.end - h.begin) * element);
+    for (const char* name : {kExpAvg, kExpAvgSq}) {
+      RETURN_IF_ERROR(reader->ReadInto(name, dtype, shape, bytes.data(), bytes.size()));
+      const bool first = std::strcmp(name, kExpAvg) == 0;
+      void* dst = first ? loaded.mutable_exp_avg_data(from - begin_)
+                        : loaded.mutable_exp_avg_sq_data(from - begin_);
+      std::memcpy(dst, bytes.data() + static_cast<size_t>(from - h.begin) * element,
+                  static_cast<size_t>(to - from) * element);
+    }
+    covered += to - from;
+  }
+  if (covered != end_ - begin_) {
+    return absl::DataLossError(StrCat("the optimizer shards given cover ", covered, " of the ",
+                                      end_ - begin_, " elements [", begin_, ", ", end_,
+                                      ") this rank owns"));
   }
   shard_ = std::move(loaded);
-  step_ = step;
+  step_ = std::max<int64_t>(step, 0);
   return absl::OkStatus();
 }
 

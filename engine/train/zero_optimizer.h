@@ -67,6 +67,12 @@ class ZeroAdamW {
   // with another moment dtype; DATA_LOSS naming the file for a missing or malformed entry.
   absl::Status Load(const SafetensorsReader& reader);
 
+  // Resharding: replaces the state by the parts of `shards` (the shard files of a run with any
+  // world size, e.g. every rank's of a checkpoint) that fall into this rank's elements, all or
+  // nothing. Errors as Load (except for the world size and rank), and DATA_LOSS when the shards
+  // disagree on the step or do not cover this rank's elements.
+  absl::Status LoadResharded(const std::vector<const SafetensorsReader*>& shards);
+
   // FP32 views of this shard's moments, [shard_end - shard_begin] (for tests).
   std::vector<float> ExpAvg() const;
   std::vector<float> ExpAvgSq() const;
@@ -74,6 +80,13 @@ class ZeroAdamW {
  private:
   ZeroAdamW(const model::ParameterLayout& layout, const AdamWConfig& config,
             parallel::Communicator* comm);
+
+  struct ShardHeader {
+    int64_t step = 0, world = 0, rank = 0, begin = 0, end = 0, total = 0;
+  };
+  // The metadata of a saved shard, checked against this optimizer (format, total size, moment
+  // dtype, tensor names and shapes).
+  absl::StatusOr<ShardHeader> ReadShardHeader(const SafetensorsReader& reader) const;
 
   AdamWConfig config_;
   parallel::Communicator* comm_;
