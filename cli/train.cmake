@@ -33,7 +33,7 @@ gtest_discover_tests(dsv3_train_model_test TEST_PREFIX "dsv3_train." DISCOVERY_T
 
 # `dsv3-train run` (train_run_cmd.cc): the single-process trainer of engine/train.
 target_sources(dsv3_train_cli PRIVATE ${CMAKE_CURRENT_LIST_DIR}/train_run_cmd.cc)
-target_link_libraries(dsv3_train_cli PUBLIC dsv3_trainer dsv3_job_spec dsv3_planner)
+target_link_libraries(dsv3_train_cli PUBLIC dsv3_trainer dsv3_job_spec dsv3_planner dsv3_coordinator_store)
 
 # In-process tests of `run` (flags, spec errors, a tiny run, resume) and one through the binary.
 add_executable(dsv3_train_run_test ${CMAKE_CURRENT_LIST_DIR}/train_run_cmd_test.cc)

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -15,16 +16,23 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "cli/train_flags.h"
 #include "coordinator/job_spec.h"
 #include "coordinator/planner.h"
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/store_file.h"
 #include "engine/train/trainer.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "worker/coordinator_store.h"
 
 namespace dsv3::cli {
 
@@ -45,9 +53,11 @@ constexpr char kUsage[] =
     "  --steps       override train.steps for a quick try (warm-up capped at it)\n"
     "  --recompute   recompute norms and MLA up-projections in the backward (less memory)\n"
     "  --metrics     append one JSON object per line for every step, validation and checkpoint\n"
-    "                (full precision; rank 0 only): {\"event\": \"step\", \"step\": 1, \"loss\": ...}\n"
+    "                (full precision): {\"event\": \"step\", \"step\": 1, \"loss\": ...}; rank 0\n"
+    "                only, or every rank to its own file when FILE contains {rank}\n"
     "  --world_size, --rank, --store   one rank of a job of N processes on this machine (Gloo on\n"
-    "                127.0.0.1, bootstrapped through the file store DIR, created if missing);\n"
+    "                127.0.0.1, bootstrapped through the file store DIR, created if missing, or\n"
+    "                the coordinator's store: --store=coordinator://HOST:PORT/JOB_ID/EPOCH);\n"
     "                start one process per rank 0..N-1 with the same spec. The ranks are laid\n"
     "                out as the service's planner does (docs/planner.md): P =\n"
     "                parallel.pipeline_parallel stages running parallel.schedule, R = N / P\n"
@@ -366,9 +376,41 @@ class StopSignals {
 // ranks, from a counter per N in the store that every rank bumps once; launches of another size
 // count apart, so they never mix), so a store dir can be reused by a later launch
 // (e.g. to resume) without meeting the previous launch's keys.
+// With --store=coordinator://HOST:PORT/JOB_ID/EPOCH (how a worker starts its rank) the store is
+// the coordinator's StoreService under that job and epoch (worker/coordinator_store.h), with the
+// bearer token of the DSV3_AUTH_TOKEN environment variable when it is set.
+absl::StatusOr<std::shared_ptr<parallel::Store>> OpenStore(const std::string& spec) {
+  constexpr absl::string_view kScheme = "coordinator://";
+  if (!absl::StartsWith(spec, kScheme)) {
+    absl::StatusOr<std::unique_ptr<parallel::FileStore>> store = parallel::FileStore::Open(spec);
+    if (!store.ok()) return store.status();
+    return std::shared_ptr<parallel::Store>(*std::move(store));
+  }
+  const std::vector<std::string> parts =
+      absl::StrSplit(absl::string_view(spec).substr(kScheme.size()), '/');
+  int64_t epoch = 0;
+  if (parts.size() != 3 || parts[0].empty() || parts[1].empty() ||
+      !absl::SimpleAtoi(parts[2], &epoch) || epoch < 0) {
+    return absl::InvalidArgumentError(
+        "a coordinator store is coordinator://HOST:PORT/JOB_ID/EPOCH");
+  }
+  grpc::ChannelArguments channel_args;
+  channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  worker::CoordinatorStoreOptions options;
+  options.job_id = parts[1];
+  options.epoch = epoch;
+  if (const char* token = std::getenv("DSV3_AUTH_TOKEN"); token != nullptr) {
+    options.auth_token = token;
+  }
+  return std::shared_ptr<parallel::Store>(std::make_shared<worker::CoordinatorStore>(
+      grpc::CreateCustomChannel(parts[0], grpc::InsecureChannelCredentials(), channel_args),
+      options));
+}
+
 absl::StatusOr<std::shared_ptr<parallel::Communicator>> ConnectWorld(const Flags& flags) {
-  absl::StatusOr<std::unique_ptr<parallel::FileStore>> store =
-      parallel::FileStore::Open(flags.store);
+  absl::StatusOr<std::shared_ptr<parallel::Store>> store = OpenStore(flags.store);
   if (!store.ok()) {
     return absl::Status(store.status().code(),
                         absl::StrCat("--store=", flags.store, ": ", store.status().message()));
@@ -469,11 +511,15 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
                          "load max/mean");
   out.flush();
 
+  // "{rank}" in the name gives every rank a file of its own; without it only rank 0 writes.
   std::ofstream metrics;
-  if (!flags.metrics.empty() && flags.rank == 0) {
-    metrics.open(flags.metrics, std::ios::app);
+  const bool per_rank_metrics = absl::StrContains(flags.metrics, "{rank}");
+  if (!flags.metrics.empty() && (flags.rank == 0 || per_rank_metrics)) {
+    const std::string path =
+        absl::StrReplaceAll(flags.metrics, {{"{rank}", absl::StrCat(flags.rank)}});
+    metrics.open(path, std::ios::app);
     if (!metrics) {
-      return BadInput(absl::StrCat("--metrics=", flags.metrics, ": cannot open for appending: ",
+      return BadInput(absl::StrCat("--metrics=", path, ": cannot open for appending: ",
                                    std::strerror(errno)));
     }
   }

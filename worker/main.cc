@@ -27,6 +27,10 @@ ABSL_FLAG(std::string, name, "", "worker name, unique among live workers (defaul
 ABSL_FLAG(std::string, node, "", "machine grouping for node-limited routing (default: host name)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(std::string, work_dir, ".", "directory for this worker's files");
+ABSL_FLAG(std::string, train_binary, "",
+          "the dsv3-train executable that runs a rank (default: dsv3-train next to this binary, "
+          "or ../cli/dsv3-train from it as in a build tree)");
+ABSL_FLAG(int, threads, 1, "kernel threads of each rank process");
 ABSL_FLAG(std::string, auth_token_file, "", "bearer token for the coordinator, read from this file");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
 ABSL_FLAG(std::string, log_file, "", "also log to this file");
@@ -36,6 +40,21 @@ namespace {
 int Fail(const std::string& message) {
   std::fprintf(stderr, "dsv3-worker: %s\n", message.c_str());
   return 2;
+}
+
+// dsv3-train next to this executable, or in ../cli/ from it (the build tree's layout); "" if
+// neither exists.
+std::string DefaultTrainBinary() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  for (const auto& candidate :
+       {self.parent_path() / "dsv3-train", self.parent_path() / ".." / "cli" / "dsv3-train"}) {
+    if (std::filesystem::exists(candidate, ec)) {
+      return std::filesystem::weakly_canonical(candidate, ec).string();
+    }
+  }
+  return "";
 }
 
 std::string HostName() {
@@ -49,7 +68,7 @@ std::string HostName() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "dsv3-worker --coordinator=HOST:PORT [--name=NAME] [--node=NODE] [--device=cpu|cuda] "
-      "[--work_dir=DIR] [--auth_token_file=F]");
+      "[--work_dir=DIR] [--auth_token_file=F] [--train_binary=PATH] [--threads=N]");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
 
@@ -65,6 +84,14 @@ int main(int argc, char** argv) {
   options.node = absl::GetFlag(FLAGS_node).empty() ? HostName() : absl::GetFlag(FLAGS_node);
   options.device = absl::GetFlag(FLAGS_device);
   options.work_dir = absl::GetFlag(FLAGS_work_dir);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  if (options.threads < 1) return Fail("--threads must be at least 1");
+  options.train_binary = absl::GetFlag(FLAGS_train_binary);
+  if (options.train_binary.empty()) options.train_binary = DefaultTrainBinary();
+  if (options.train_binary.empty() || access(options.train_binary.c_str(), X_OK) != 0) {
+    return Fail(absl::StrCat("cannot run the training binary '", options.train_binary,
+                             "' (give --train_binary=PATH to dsv3-train)"));
+  }
 
   if (absl::Status s = dsv3::InitLogging({.role = "worker",
                                           .id = options.name,
@@ -87,6 +114,8 @@ int main(int argc, char** argv) {
   std::error_code ec;
   std::filesystem::create_directories(options.work_dir, ec);
   if (ec) return Fail(absl::StrCat("cannot create --work_dir ", options.work_dir, ": ", ec.message()));
+  options.work_dir = std::filesystem::absolute(options.work_dir).lexically_normal().string();
+  options.coordinator_address = address;
   if (const std::string path = absl::GetFlag(FLAGS_auth_token_file); !path.empty()) {
     absl::StatusOr<std::string> token = dsv3::ReadAuthTokenFile(path);
     if (!token.ok()) return Fail(std::string(token.status().message()));

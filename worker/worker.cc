@@ -14,8 +14,9 @@
 namespace dsv3::worker {
 namespace {
 
-constexpr char kNoEngineDetail[] =
-    "accepted, but this worker build has no training engine yet: the rank is held and no steps run";
+// Reports kept while no session is open; beyond this the oldest step reports are dropped (the
+// checkpoint and exit reports matter more, and later steps supersede earlier ones).
+constexpr size_t kMaxOutbox = 10000;
 
 std::string HostName() {
   char buf[256] = {0};
@@ -65,7 +66,7 @@ absl::Status Worker::AttachOnce() {
   request.set_hostname(HostName());
   request.set_pid(getpid());
   request.set_version("dsv3 0.1");
-  request.set_has_engine(false);
+  request.set_has_engine(true);
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [job_id, held] : ranks_) {
@@ -75,6 +76,7 @@ absl::Status Worker::AttachOnce() {
       p->set_rank(held.assignment.rank().rank());
       p->set_state(held.state);
       p->set_detail(held.detail);
+      p->set_step(held.step);
     }
   }
   grpc::ClientContext context;
@@ -100,6 +102,7 @@ v1::WorkerMessage Worker::MakeHeartbeat() {
     p->set_rank(held.assignment.rank().rank());
     p->set_state(held.state);
     p->set_detail(held.detail);
+    p->set_step(held.step);
   }
   return m;
 }
@@ -109,28 +112,102 @@ void Worker::HandleAssignment(const v1::Assignment& a, v1::WorkerMessage* ack_me
   ack->set_job_id(a.job_id());
   ack->set_epoch(a.epoch());
   ack->set_rank(a.rank().rank());
-  ack->set_accepted(true);
-  ack->set_state(v1::WAITING_FOR_ENGINE);
-  ack->set_detail(kNoEngineDetail);
+  // One rank per worker: a newer assignment replaces whatever was running.
+  StopAllRanks("a new assignment replaces it");
+  {
+    absl::MutexLock lock(&mu_);
+    HeldRank& held = ranks_[a.job_id()];
+    held.assignment = a;
+    held.state = v1::STARTING;
+    held.detail = "starting";
+  }
+  RankProcessOptions options;
+  options.train_binary = options_.train_binary;
+  options.coordinator_address = options_.coordinator_address;
+  options.auth_token = options_.auth_token;
+  options.threads = options_.threads;
+  options.dir = absl::StrCat(options_.work_dir, "/", a.job_id(), "/epoch-", a.epoch(), "-rank-",
+                             a.rank().rank());
+  absl::StatusOr<std::unique_ptr<RankProcess>> process =
+      RankProcess::Start(a, options, [this](const v1::RankReport& r) { OnReport(r); });
   absl::MutexLock lock(&mu_);
-  // One rank per worker: a newer assignment replaces whatever was held.
-  ranks_.clear();
-  HeldRank& held = ranks_[a.job_id()];
-  held.assignment = a;
-  held.state = v1::WAITING_FOR_ENGINE;
-  held.detail = kNoEngineDetail;
+  auto it = ranks_.find(a.job_id());
+  if (!process.ok()) {
+    ack->set_accepted(false);
+    ack->set_detail(std::string(process.status().message()));
+    spdlog::error("cannot run {} epoch {} rank {}: {}", a.job_id(), a.epoch(), a.rank().rank(),
+                  process.status().ToString());
+    if (it != ranks_.end()) ranks_.erase(it);
+    return;
+  }
+  const std::string detail = absl::StrCat("started dsv3-train (pid ", (*process)->pid(), ") in ",
+                                          options.dir);
+  ack->set_accepted(true);
+  ack->set_state(v1::STARTING);
+  ack->set_detail(detail);
+  if (it == ranks_.end() || it->second.assignment.epoch() != a.epoch()) {
+    return;  // stopped while starting; ~RankProcess ends the child
+  }
+  it->second.process = *std::move(process);
+  if (it->second.state == v1::STARTING) it->second.detail = detail;
   spdlog::info("assigned {} epoch {} rank {} (stage {}, experts [{}, {}), replica {}): {}",
                a.job_id(), a.epoch(), a.rank().rank(), a.rank().pipeline_stage(),
-               a.rank().expert_begin(), a.rank().expert_end(), a.rank().dp_replica(),
-               kNoEngineDetail);
+               a.rank().expert_begin(), a.rank().expert_end(), a.rank().dp_replica(), detail);
+}
+
+void Worker::OnReport(const v1::RankReport& r) {
+  absl::MutexLock lock(&mu_);
+  auto it = ranks_.find(r.job_id());
+  if (it == ranks_.end() || it->second.assignment.epoch() != r.epoch()) return;  // replaced
+  HeldRank& held = it->second;
+  if (r.event() == "step") {
+    held.state = v1::TRAINING;
+    held.step = r.step();
+    held.detail = absl::StrCat("step ", r.step(), "/", r.steps());
+  } else if (r.event() == "exit") {
+    held.state = r.exit_code() == 0 ? v1::DONE : v1::LOST;
+    held.detail = r.exit_code() == 0
+                      ? std::string("finished")
+                      : absl::StrCat("exited with ", r.exit_code(), ": ", r.detail());
+  }
+  if (outbox_.size() >= kMaxOutbox) {
+    auto step = std::find_if(outbox_.begin(), outbox_.end(), [](const v1::WorkerMessage& m) {
+      return m.report().event() == "step";
+    });
+    outbox_.erase(step != outbox_.end() ? step : outbox_.begin());
+  }
+  v1::WorkerMessage m;
+  *m.mutable_report() = r;
+  outbox_.push_back(std::move(m));
+}
+
+void Worker::StopAllRanks(const std::string& why) {
+  std::vector<std::unique_ptr<RankProcess>> stopping;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [job_id, held] : ranks_) {
+      if (held.process != nullptr) stopping.push_back(std::move(held.process));
+    }
+    ranks_.clear();
+  }
+  for (auto& p : stopping) {
+    spdlog::info("stopping rank {} of {} epoch {} (pid {}): {}", p->assignment().rank().rank(),
+                 p->assignment().job_id(), p->assignment().epoch(), p->pid(), why);
+    p->Stop(absl::Seconds(3));
+  }
 }
 
 void Worker::HandleStop(const v1::StopCommand& stop) {
-  absl::MutexLock lock(&mu_);
-  auto it = ranks_.find(stop.job_id());
-  if (it == ranks_.end() || it->second.assignment.epoch() > stop.epoch()) return;
-  spdlog::info("stopping {} epoch {}: {}", stop.job_id(), stop.epoch(), stop.reason());
-  ranks_.erase(it);
+  std::unique_ptr<RankProcess> process;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = ranks_.find(stop.job_id());
+    if (it == ranks_.end() || it->second.assignment.epoch() > stop.epoch()) return;
+    spdlog::info("stopping {} epoch {}: {}", stop.job_id(), stop.epoch(), stop.reason());
+    process = std::move(it->second.process);
+    ranks_.erase(it);
+  }
+  if (process != nullptr) process->Stop(absl::Seconds(3));
 }
 
 absl::Status Worker::RunSession() {
@@ -156,9 +233,36 @@ absl::Status Worker::RunSession() {
   absl::Notification session_over;
   std::thread heartbeats;
   if (write(hello)) {
+    // The writer thread: queued reports as they come, a heartbeat every lease/3. A report that
+    // cannot be written goes back to the front of the queue for the next session.
     heartbeats = std::thread([&] {
-      while (!session_over.WaitForNotificationWithTimeout(heartbeat_every)) {
-        if (!write(MakeHeartbeat())) break;
+      absl::Time next_heartbeat = absl::Now();
+      while (!session_over.HasBeenNotified()) {
+        std::deque<v1::WorkerMessage> batch;
+        {
+          absl::MutexLock lock(&mu_);
+          const absl::Duration wait = std::max(next_heartbeat - absl::Now(), absl::ZeroDuration());
+          auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !outbox_.empty(); };
+          mu_.AwaitWithTimeout(absl::Condition(&ready), std::min(wait, absl::Milliseconds(50)));
+          batch.swap(outbox_);
+        }
+        bool broken = false;
+        while (!batch.empty()) {
+          if (!write(batch.front())) {
+            broken = true;
+            break;
+          }
+          batch.pop_front();
+        }
+        if (!batch.empty()) {
+          absl::MutexLock lock(&mu_);
+          outbox_.insert(outbox_.begin(), batch.begin(), batch.end());
+        }
+        if (broken) break;
+        if (absl::Now() >= next_heartbeat) {
+          if (!write(MakeHeartbeat())) break;
+          next_heartbeat = absl::Now() + heartbeat_every;
+        }
       }
     });
     v1::CoordinatorMessage m;
@@ -211,6 +315,7 @@ absl::Status Worker::Run() {
     spdlog::warn("session ended ({}); re-attaching", ended.ToString());
     if (SleepOrShutdown(backoff)) break;
   }
+  StopAllRanks("the worker is shutting down");
   // Leave cleanly so the coordinator does not wait for the lease to expire.
   const std::string id = worker_id();
   if (!id.empty()) {

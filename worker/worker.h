@@ -1,11 +1,13 @@
 // Worker: the worker daemon's logic. It attaches to the coordinator, keeps one session stream open
-// with heartbeats every lease/3, acknowledges the assignments it receives, and re-attaches under the
-// same name with backoff whenever the session breaks (a coordinator restart, a network cut).
-// This build has no training engine yet: an assignment is accepted and reported plainly as
-// WAITING_FOR_ENGINE; no step is ever faked.
+// with heartbeats every lease/3, and re-attaches under the same name with backoff whenever the
+// session breaks (a coordinator restart, a network cut). Each assignment runs as a supervised
+// child process (rank_process.h); the child's progress (steps, validations, checkpoints, its exit)
+// goes to the coordinator as RankReports, queued while the session is down and sent, in order,
+// once it is back. A stop command or a newer assignment ends the child.
 #ifndef DSV3_WORKER_WORKER_H_
 #define DSV3_WORKER_WORKER_H_
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -18,6 +20,7 @@
 #include "dsv3/v1/worker_service.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "worker/rank_process.h"
 
 namespace dsv3::worker {
 
@@ -27,6 +30,11 @@ struct WorkerOptions {
   std::string device = "cpu";
   std::string work_dir = ".";
   std::string auth_token;  // empty: none
+  // How ranks run: the dsv3-train executable, the coordinator's address for the child's
+  // rendezvous store, and the child's kernel threads.
+  std::string train_binary;
+  std::string coordinator_address;
+  int threads = 1;
   absl::Duration min_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(5);
 };
@@ -50,6 +58,8 @@ class Worker {
     v1::Assignment assignment;
     v1::RankState state = v1::ASSIGNED;
     std::string detail;
+    int64_t step = 0;
+    std::unique_ptr<RankProcess> process;
   };
 
   void PrepareContext(grpc::ClientContext* context, absl::Duration deadline) const;
@@ -58,6 +68,10 @@ class Worker {
   absl::Status RunSession();
   void HandleAssignment(const v1::Assignment& assignment, v1::WorkerMessage* ack);
   void HandleStop(const v1::StopCommand& stop);
+  // From a rank process's monitor thread: updates the held rank and queues the report.
+  void OnReport(const v1::RankReport& report);
+  // Stops every rank process (outside mu_: a monitor thread may be waiting for it).
+  void StopAllRanks(const std::string& why);
   v1::WorkerMessage MakeHeartbeat();
   // Sleeps up to `d`, returning early on Shutdown(). True if shutting down.
   bool SleepOrShutdown(absl::Duration d);
@@ -71,6 +85,8 @@ class Worker {
   int64_t lease_ms_ ABSL_GUARDED_BY(mu_) = 3000;
   int attach_count_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, HeldRank> ranks_ ABSL_GUARDED_BY(mu_);  // by job id
+  // Reports not yet written to a session, oldest first (kept across sessions; bounded).
+  std::deque<v1::WorkerMessage> outbox_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* session_context_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 

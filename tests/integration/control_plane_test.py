@@ -1,6 +1,7 @@
 """Integration tests of the control plane with real processes on 127.0.0.1: a coordinator, workers
-and dsv3ctl. Jobs are placed and acknowledged; the coordinator survives kill -9; dead workers are
-noticed within 3 leases; hostile input gets clear errors; tokens are enforced; SIGTERM is clean.
+and dsv3ctl. Jobs are placed and their ranks started (each worker runs its rank as a dsv3-train
+child process); the coordinator survives kill -9; dead workers are noticed within 3 leases; hostile
+input gets clear errors; tokens are enforced; SIGTERM is clean.
 Run: DSV3_BIN_DIR=build /usr/bin/python3 -m unittest -v control_plane_test
 """
 import json
@@ -17,11 +18,12 @@ def job_status(cluster, job_id):
     return cluster.ctl_json("status", job_id)
 
 
-def ranks_waiting_for_engine(cluster, job_id, count):
+def ranks_started(cluster, job_id, count):
+    """The job's status once it runs with `count` ranks that all acknowledged and started."""
     st = job_status(cluster, job_id)
     ranks = st.get("workers", [])
     ok = (st["state"] == "RUNNING" and len(ranks) == count and
-          all(r["state"] == "WAITING_FOR_ENGINE" and r["worker_id"] for r in ranks))
+          all(r["state"] in ("STARTING", "TRAINING") and r["worker_id"] for r in ranks))
     return st if ok else None
 
 
@@ -38,10 +40,12 @@ class ControlPlaneTest(unittest.TestCase):
             self.assertEqual(rc, 0, err)
             job_id = out.strip()
             self.assertEqual(out, job_id + "\n", "submit must print the job id alone")
-            st = wait_for(lambda: ranks_waiting_for_engine(c, job_id, 2), 20,
+            st = wait_for(lambda: ranks_started(c, job_id, 2), 20,
                           "both ranks acknowledged")
             self.assertEqual(st["epoch"], "1")
-            self.assertIn("no training engine", st["message"])
+            self.assertIn("2 workers", st["message"])
+            for r in st["workers"]:
+                self.assertIn("dsv3-train (pid", r["detail"])
             stages = sorted(int(r["pipeline_stage"]) for r in st["workers"])
             self.assertEqual(stages, [0, 1])
             self.assertEqual({r["worker_name"] for r in st["workers"]}, {"w1", "w2"})
@@ -53,7 +57,7 @@ class ControlPlaneTest(unittest.TestCase):
             # The human views work too.
             rc, out, err = c.ctl("status", job_id)
             self.assertEqual(rc, 0, err)
-            self.assertIn("WAITING_FOR_ENGINE", out)
+            self.assertRegex(out, "STARTING|TRAINING")
             rc, out, err = c.ctl("jobs")
             self.assertEqual(rc, 0, err)
             self.assertIn(job_id, out)
@@ -67,7 +71,7 @@ class ControlPlaneTest(unittest.TestCase):
             rc, out, err = c.submit(example_spec(os.path.join(c.dir, "data")))
             self.assertEqual(rc, 0, err)
             job_id = out.strip()
-            before = wait_for(lambda: ranks_waiting_for_engine(c, job_id, 2), 20, "placement")
+            before = wait_for(lambda: ranks_started(c, job_id, 2), 20, "placement")
             port = c.port
             c.kill(c.coordinator, signal.SIGKILL)
             time.sleep(0.5)  # the workers notice and start retrying
@@ -75,7 +79,7 @@ class ControlPlaneTest(unittest.TestCase):
             restored = job_status(c, job_id)
             self.assertEqual(restored["state"], "RUNNING")
             self.assertEqual(restored["epoch"], before["epoch"])
-            after = wait_for(lambda: ranks_waiting_for_engine(c, job_id, 2), 20,
+            after = wait_for(lambda: ranks_started(c, job_id, 2), 20,
                              "the job running again with both ranks re-bound")
             self.assertEqual(after["epoch"], before["epoch"], "no re-plan: the same epoch goes on")
             self.assertEqual(after["name"], "brown-tiny")
@@ -98,7 +102,7 @@ class ControlPlaneTest(unittest.TestCase):
             c.start_worker("w2")
             rc, out, err = c.submit(example_spec(os.path.join(c.dir, "data")))
             job_id = out.strip()
-            wait_for(lambda: ranks_waiting_for_engine(c, job_id, 2), 20, "placement")
+            wait_for(lambda: ranks_started(c, job_id, 2), 20, "placement")
             killed_at = time.monotonic()
             c.kill(c.workers["w2"], signal.SIGKILL)
             wait_for(lambda: c.workers_by_name()["w2"]["state"] == "dead", 10, "w2 dead",
@@ -113,7 +117,7 @@ class ControlPlaneTest(unittest.TestCase):
             self.assertEqual(lost[0]["state"], "LOST")
             # A replacement worker lets the job re-plan at a new epoch.
             c.start_worker("w3")
-            st = wait_for(lambda: ranks_waiting_for_engine(c, job_id, 2), 20, "re-plan")
+            st = wait_for(lambda: ranks_started(c, job_id, 2), 20, "re-plan")
             self.assertEqual(st["epoch"], "2")
             self.assertEqual({r["worker_name"] for r in st["workers"]}, {"w1", "w3"})
 

@@ -1,0 +1,169 @@
+"""The service trains: a real coordinator, workers that run their ranks as dsv3-train child
+processes, and dsv3ctl, on 127.0.0.1. A pipeline- and expert-parallel job completes with the
+per-step losses of the same job run by `dsv3-train run` in one process; a worker killed with
+kill -9 mid-run is replaced and the job completes on the same trajectory, with the work since the
+last checkpoint counted as lost.
+Run: DSV3_BIN_DIR=build /usr/bin/python3 -m unittest -v service_test
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import unittest
+
+from harness import Cluster, binary, wait_for, write_token_shard
+
+VOCAB = 64
+TINY_MODEL = {
+    "vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "first_k_dense_replace": 1,
+    "intermediate_size": 64, "moe_intermediate_size": 16, "n_routed_experts": 4,
+    "n_shared_experts": 1, "num_experts_per_tok": 2, "n_group": 2, "topk_group": 2,
+    "routed_scaling_factor": 2.5, "num_attention_heads": 2, "q_lora_rank": 16,
+    "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 8,
+    "num_nextn_predict_layers": 1,
+}
+
+
+def tiny_spec(root, name, steps, parallel, every_steps):
+    """A fp32 job of the tiny model on random tokens written under root; 8 sequences of 16 per
+    step."""
+    data = os.path.join(root, "data")
+    os.makedirs(data, exist_ok=True)
+    train, val = os.path.join(data, "train.bin"), os.path.join(data, "val.bin")
+    if not os.path.exists(train):
+        rng = random.Random(7)
+        write_token_shard(train, [rng.randrange(VOCAB) for _ in range(20000)])
+        write_token_shard(val, [rng.randrange(VOCAB) for _ in range(2000)])
+    return {
+        "name": name,
+        "model": TINY_MODEL,
+        "parallel": parallel,
+        "train": {"seq_len": 16, "global_batch_tokens": 128, "steps": steps, "lr": 3e-3,
+                  "warmup_steps": 2, "val_tokens": 64, "seed": 3, "grad_clip": 0.5},
+        "precision": "fp32",
+        "data": {"train": train, "val": val},
+        "checkpoint": {"dir": os.path.join(root, "ckpt-" + name), "every_steps": every_steps},
+    }
+
+
+def step_metrics(path):
+    """{step: metrics line} of the "step" events of a --metrics file."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            m = json.loads(line)
+            if m["event"] == "step":
+                out[m["step"]] = m
+    return out
+
+
+def run_one_process(root, spec):
+    """The job run by `dsv3-train run` in one process (its own checkpoint dir); step metrics."""
+    spec = json.loads(json.dumps(spec))
+    spec["checkpoint"]["dir"] += "-one-process"
+    path = os.path.join(root, spec["name"] + "-one.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    metrics = os.path.join(root, spec["name"] + "-one.jsonl")
+    p = subprocess.run([binary("dsv3-train"), "run", f"--spec={path}", "--threads=1",
+                        f"--metrics={metrics}"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_WAIT_POLICY": "passive"})
+    if p.returncode != 0:
+        raise AssertionError(f"dsv3-train run failed ({p.returncode}): {p.stderr}")
+    return step_metrics(metrics)
+
+
+def rank0_metrics(cluster, status, epoch):
+    """Step metrics written by rank 0 of `epoch` (in its worker's work dir)."""
+    for worker in cluster.workers:
+        path = os.path.join(cluster.dir, worker, status["job_id"], f"epoch-{epoch}-rank-0",
+                            "metrics-0.jsonl")
+        if os.path.exists(path):
+            return step_metrics(path)
+    raise AssertionError(f"no metrics of rank 0 for epoch {epoch}")
+
+
+def job_in_state(cluster, job_id, states):
+    st = cluster.ctl_json("status", job_id)
+    if st["state"] in ("FAILED", "CANCELLED") and st["state"] not in states:
+        raise AssertionError(f"job ended {st['state']}: {st.get('message')}")
+    return st if st["state"] in states else None
+
+
+class ServiceTest(unittest.TestCase):
+
+    def assertLossesEqual(self, got, want, steps):
+        for s in steps:
+            for key in ("loss", "main_loss", "mtp_loss", "balance_loss"):
+                self.assertAlmostEqual(got[s][key], want[s][key], delta=1e-5 * abs(want[s][key]),
+                                       msg=f"{key} at step {s}")
+
+    def test_a_pipeline_and_expert_parallel_job_completes_with_the_losses_of_one_process(self):
+        with Cluster() as c:
+            steps = 6
+            spec = tiny_spec(c.dir, "pp-ep", steps,
+                             {"pipeline_parallel": 2, "expert_parallel": 2, "micro_batches": 4,
+                              "schedule": "dualpipe", "min_workers": 4, "max_workers": 4},
+                             every_steps=2)
+            want = run_one_process(c.dir, spec)
+            c.start_coordinator()
+            for w in ("w1", "w2", "w3", "w4"):
+                c.start_worker(w)
+            rc, out, err = c.submit(spec)
+            self.assertEqual(rc, 0, err)
+            job_id = out.strip()
+            st = wait_for(lambda: job_in_state(c, job_id, ("SUCCEEDED",)), 120, "the job done",
+                          interval=0.2)
+            self.assertEqual(int(st["step"]), steps)
+            self.assertEqual(int(st["last_checkpoint_step"]), steps)
+            self.assertEqual(int(st["accounting"]["tokens"]), steps * 128)
+            self.assertEqual(st["placement"]["world_size"], "4")
+            self.assertEqual(st["placement"]["expert_parallel"], "2")
+            self.assertLossesEqual(rank0_metrics(c, st, 1), want, range(1, steps + 1))
+            self.assertAlmostEqual(float(st["last_loss"]), want[steps]["main_loss"], places=4)
+            wait_for(lambda: all(w["state"] == "idle" for w in c.workers_by_name().values()), 10,
+                     "the workers idle again")
+
+    def test_a_killed_worker_is_replaced_and_the_job_completes_on_the_same_trajectory(self):
+        with Cluster(lease_ms=300) as c:
+            steps = 300
+            spec = tiny_spec(c.dir, "recover", steps,
+                             {"pipeline_parallel": 2, "micro_batches": 4, "schedule": "dualpipe",
+                              "min_workers": 2, "max_workers": 2},
+                             every_steps=25)
+            want = run_one_process(c.dir, spec)
+            c.start_coordinator()
+            for w in ("w1", "w2", "w3"):
+                c.start_worker(w)
+            wait_for(lambda: len(c.workers_by_name()) == 3, 20, "three workers")
+            rc, out, err = c.submit(spec)
+            self.assertEqual(rc, 0, err)
+            job_id = out.strip()
+            # Kill a busy worker once a checkpoint is committed and training went on past it.
+            st = wait_for(lambda: (lambda s: s if int(s.get("last_checkpoint_step", "0") or 0) >= 25
+                                   and int(s.get("step", "0") or 0) >= 30 else None)(
+                c.ctl_json("status", job_id)), 120, "a committed checkpoint", interval=0.05)
+            victim = next(r["worker_name"] for r in st["workers"] if r["rank"] == "1")
+            c.kill(c.workers[victim], signal.SIGKILL)
+            st = wait_for(lambda: job_in_state(c, job_id, ("SUCCEEDED",)), 180, "the job done",
+                          interval=0.2)
+            self.assertGreaterEqual(int(st["epoch"]), 2)
+            self.assertEqual(int(st["step"]), steps)
+            kinds = [e["kind"] for e in st["events"]]
+            self.assertIn("replanned", kinds)
+            # The last epoch resumed from a committed checkpoint and reproduced the straight run.
+            got = rank0_metrics(c, st, int(st["epoch"]))
+            resumed_from = min(got) - 1
+            self.assertEqual(resumed_from % 25, 0, f"resumed at step {resumed_from}")
+            self.assertLossesEqual(got, want, range(resumed_from + 1, steps + 1))
+            acc = st["accounting"]
+            self.assertGreater(float(acc["lost_device_hours"]), 0)
+            self.assertAlmostEqual(float(acc["productive_device_hours"]) +
+                                   float(acc["lost_device_hours"]),
+                                   float(acc["device_hours"]), places=9)
+            self.assertEqual(int(acc["tokens"]), steps * 128)
+
+
+if __name__ == "__main__":
+    unittest.main()

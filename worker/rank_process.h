@@ -1,0 +1,82 @@
+// RankProcess: one rank of a job, run by the worker as a supervised child process
+//   dsv3-train run --spec=DIR/spec.json --threads=T --world_size=W --rank=R
+//       --store=coordinator://ADDRESS/JOB_ID/EPOCH --metrics=DIR/metrics-{rank}.jsonl
+// so that a crashing rank cannot take the worker down. A monitor thread follows the metrics file
+// and hands every line to the caller as a RankReport (step, validation, checkpoint), then one
+// "exit" report with the exit code and the tail of the child's error output. The files of a rank
+// live in DIR: spec.json, metrics-<R>.jsonl, stdout.log, stderr.log.
+#ifndef DSV3_WORKER_RANK_PROCESS_H_
+#define DSV3_WORKER_RANK_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "dsv3/v1/worker_service.pb.h"
+
+namespace dsv3::worker {
+
+struct RankProcessOptions {
+  std::string train_binary;         // the dsv3-train executable
+  std::string coordinator_address;  // HOST:PORT, for the child's rendezvous store
+  std::string auth_token;           // passed as DSV3_AUTH_TOKEN; empty: none
+  std::string dir;                  // this rank's directory (created)
+  int threads = 1;                  // kernel threads of the child
+  absl::Duration poll = absl::Milliseconds(100);  // how often the metrics file is read
+};
+
+class RankProcess {
+ public:
+  using ReportFn = std::function<void(const v1::RankReport&)>;
+
+  // Writes the assignment's spec to DIR/spec.json and starts the child; `on_report` is called from
+  // the monitor thread for every report, the "exit" report last. Errors: INTERNAL naming what
+  // failed (the directory, the spec, the spawn).
+  static absl::StatusOr<std::unique_ptr<RankProcess>> Start(const v1::Assignment& assignment,
+                                                            const RankProcessOptions& options,
+                                                            ReportFn on_report);
+  // Stop(absl::Seconds(3)).
+  ~RankProcess();
+
+  // Ends the child: SIGTERM, then SIGKILL after `grace`; waits for the monitor thread. No "exit"
+  // report is made for a process stopped this way. Safe to call more than once.
+  void Stop(absl::Duration grace);
+
+  pid_t pid() const { return pid_; }
+  bool exited() const { return exited_.load(); }
+  const v1::Assignment& assignment() const { return assignment_; }
+
+ private:
+  RankProcess(v1::Assignment assignment, RankProcessOptions options, ReportFn on_report)
+      : assignment_(std::move(assignment)),
+        options_(std::move(options)),
+        on_report_(std::move(on_report)) {}
+  void Monitor();
+  // Reads new complete lines of the metrics file and reports them.
+  void ReadMetrics();
+
+  const v1::Assignment assignment_;
+  const RankProcessOptions options_;
+  const ReportFn on_report_;
+  std::string metrics_path_;
+  std::string stderr_path_;
+  int64_t metrics_offset_ = 0;
+  std::string partial_line_;
+  pid_t pid_ = -1;
+  std::atomic<bool> exited_{false};
+  std::atomic<bool> stopping_{false};
+  absl::Notification stop_;
+  std::thread monitor_;
+};
+
+}  // namespace dsv3::worker
+
+#endif  // DSV3_WORKER_RANK_PROCESS_H_
