@@ -4,23 +4,33 @@
 # validation loss of a counted bigram model (bench/bigram_baseline.py) on the same tokens.
 #
 #   bench/quality.sh [--steps=N] [--precisions="fp32 bf16 fp8"] [--threads=N] [--out=DIR]
+#                    [--global_batch_tokens=N] [--lr=X] [--warmup_steps=N]
 #
 # The full demo is the spec's train.steps (1200 steps of 4096 tokens, 4.9M tokens); --steps changes
 # the run's length (the LR schedule then spans N steps). Needs a build (scripts/build.sh) and the corpus
-# (scripts/bootstrap.sh). Logs go to --out (default runs/quality).
+# (scripts/bootstrap.sh). Logs go to --out (default runs/quality). --global_batch_tokens, --lr and
+# --warmup_steps override the spec's (the batch studies of docs/benchmarks.md); by default the
+# warm-up is the spec's, capped at a tenth of the steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=
 PRECISIONS="fp32 bf16 fp8"
 THREADS=$(nproc)
 OUT=runs/quality
+BATCH=
+LR=
+WARMUP=
 for arg in "$@"; do
   case "$arg" in
     --steps=*) STEPS=${arg#*=} ;;
     --precisions=*) PRECISIONS=${arg#*=} ;;
     --threads=*) THREADS=${arg#*=} ;;
     --out=*) OUT=${arg#*=} ;;
-    *) echo "usage: $0 [--steps=N] [--precisions=\"fp32 bf16 fp8\"] [--threads=N] [--out=DIR]" >&2
+    --global_batch_tokens=*) BATCH=${arg#*=} ;;
+    --lr=*) LR=${arg#*=} ;;
+    --warmup_steps=*) WARMUP=${arg#*=} ;;
+    *) echo "usage: $0 [--steps=N] [--precisions=\"fp32 bf16 fp8\"] [--threads=N] [--out=DIR]" \
+            "[--global_batch_tokens=N] [--lr=X] [--warmup_steps=N]" >&2
        exit 2 ;;
   esac
 done
@@ -35,15 +45,21 @@ echo "bigram baseline: $baseline" >&2
 
 for p in $PRECISIONS; do
   spec="$OUT/brown-tiny-$p.json"
-  /usr/bin/python3 - "$p" "$STEPS" "$OUT/ckpt-$p" > "$spec" <<'PY'
+  /usr/bin/python3 - "$p" "$STEPS" "$OUT/ckpt-$p" "$BATCH" "$LR" "$WARMUP" > "$spec" <<'PY'
 import json, sys
-precision, ckpt = sys.argv[1], sys.argv[3]
+precision, ckpt, batch, lr, warmup = sys.argv[1], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 spec = json.load(open("docs/examples/brown-tiny.json"))
 steps = int(sys.argv[2]) if sys.argv[2] else spec["train"]["steps"]
+if batch:
+    spec["train"]["global_batch_tokens"] = int(batch)
+if lr:
+    spec["train"]["lr"] = float(lr)
+    spec["train"]["min_lr"] = float(lr) / 10
 spec["name"] = f"brown-tiny-{precision}"
 spec["precision"] = precision
 spec["train"]["steps"] = steps
-spec["train"]["warmup_steps"] = min(spec["train"].get("warmup_steps", 0), max(1, steps // 10))
+spec["train"]["warmup_steps"] = (int(warmup) if warmup else
+                                 min(spec["train"].get("warmup_steps", 0), max(1, steps // 10)))
 spec["train"]["val_every_steps"] = max(1, steps // 5)
 spec["train"]["val_tokens"] = 65536
 spec["checkpoint"] = {"dir": ckpt, "every_steps": steps}

@@ -3,6 +3,7 @@
 #include "cli/ctl_views.h"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,46 @@ const google::protobuf::RepeatedPtrField<RankPlacement>& Ranks(const JobStatus& 
 std::string StateAndMessage(const JobStatus& job) {
   std::string out = JobStateName(job.state());
   if (!job.message().empty()) absl::StrAppend(&out, ": ", job.message());
+  return out;
+}
+
+// Whether the job's ranks have reported training figures (JobStatus.progress).
+bool HasProgress(const JobStatus& job) { return job.progress().last_report_unix_ms() > 0; }
+
+// The ETA to show: the client's own estimate when it has one, else the coordinator's (from the
+// recent step times); none for an ended job.
+std::optional<double> SecondsLeft(const JobStatus& job, std::optional<double> observed) {
+  if (job.state() != dsv3::v1::RUNNING || observed) return observed;
+  if (HasProgress(job) && job.progress().eta_seconds() > 0) return job.progress().eta_seconds();
+  return std::nullopt;
+}
+
+// The loss terms in dsv3-train's notation: "MTP 5.9012, balance 1.234e-04, total 7.4524"; MTP is
+// left out when it is zero (no MTP module).
+std::string LossTerms(const dsv3::v1::TrainingProgress& p) {
+  std::vector<std::string> parts;
+  if (p.mtp_loss() != 0) parts.push_back(absl::StrFormat("MTP %.4f", p.mtp_loss()));
+  parts.push_back(absl::StrFormat("balance %.3e", p.balance_loss()));
+  parts.push_back(absl::StrFormat("total %.4f", p.loss()));
+  return absl::StrJoin(parts, ", ");
+}
+
+// "lr 8.56e-04, grad norm 0.634, 999 tokens/s, expert load max/mean 1.31".
+std::string TrainingFigures(const dsv3::v1::TrainingProgress& p) {
+  return absl::StrFormat("lr %.2e, grad norm %.3f, %s tokens/s, expert load max/mean %.2f", p.lr(),
+                         p.grad_norm(), FormatCount(p.tokens_per_second()), p.load_max_over_mean());
+}
+
+// "step 100: loss 5.7307, next-token accuracy 23.41%, MTP next-next accuracy 12.10%" (the main
+// loss; the MTP accuracy only with an MTP module); "none yet" before the first validation.
+std::string Validation(const dsv3::v1::TrainingProgress& p) {
+  if (p.val_step() <= 0) return "none yet";
+  std::string out = absl::StrFormat("step %d: loss %.4f, next-token accuracy %s", p.val_step(),
+                                    p.val_loss(), FormatFraction(p.val_next_token_accuracy()));
+  if (p.val_mtp_next_next_accuracy() >= 0) {
+    absl::StrAppend(&out, ", MTP next-next accuracy ",
+                    FormatFraction(p.val_mtp_next_next_accuracy()));
+  }
   return out;
 }
 
@@ -159,9 +200,19 @@ std::string RenderJobStatus(const JobStatus& job, int64_t now_ms) {
                             job.stage().empty() ? "" : absl::StrCat("  (", job.stage(), ")")));
   field("State", StateAndMessage(job));
   field("Epoch", absl::StrCat(job.epoch()));
+  const std::optional<double> seconds_left = SecondsLeft(job, std::nullopt);
   field("Progress", absl::StrCat(ProgressBar(job.step(), job.total_steps()), " ", StepOfTotal(job),
-                                 " steps  ", ProgressPercent(job.step(), job.total_steps())));
-  field("Loss", Loss(job));
+                                 " steps  ", ProgressPercent(job.step(), job.total_steps()),
+                                 seconds_left ? "  " + FormatEta(seconds_left) : ""));
+  if (HasProgress(job)) {
+    const dsv3::v1::TrainingProgress& p = job.progress();
+    field("Loss", absl::StrCat(Loss(job), " main (", LossTerms(p), ")"));
+    field("Training", absl::StrCat(TrainingFigures(p), " (reported ",
+                                   FormatAgo(now_ms, p.last_report_unix_ms()), ")"));
+    field("Validation", Validation(p));
+  } else {
+    field("Loss", Loss(job));
+  }
   field("Checkpoint", job.last_checkpoint_step() >= 0
                           ? absl::StrCat("step ", job.last_checkpoint_step(), " (last committed)")
                           : "none committed yet");
@@ -230,21 +281,26 @@ std::string RenderJobStatus(const JobStatus& job, int64_t now_ms) {
 
 std::string RenderWatchLine(const JobStatus& job, const WatchFigures& figures) {
   const dsv3::v1::Accounting& acc = job.accounting();
+  const dsv3::v1::TrainingProgress& p = job.progress();
   std::string line = absl::StrCat(
       ClockTime(figures.now_ms), " ", JobStateName(job.state()), " step ", StepOfTotal(job), " (",
-      ProgressPercent(job.step(), job.total_steps()), ") loss ", Loss(job), " ",
-      FormatCount(acc.tokens_per_second()), " tok/s MFU ", FormatFraction(acc.mfu()), " ",
-      accounting::FormatDeviceHours(acc.device_hours()), " device-h ",
+      ProgressPercent(job.step(), job.total_steps()), ") loss ", Loss(job));
+  if (HasProgress(job)) absl::StrAppendFormat(&line, " lr %.2e", p.lr());
+  if (p.val_step() > 0) absl::StrAppendFormat(&line, " val %.4f", p.val_loss());
+  if (job.last_checkpoint_step() > 0) absl::StrAppend(&line, " ckpt ", job.last_checkpoint_step());
+  absl::StrAppend(
+      &line, " ", FormatCount(acc.tokens_per_second()), " tok/s MFU ", FormatFraction(acc.mfu()),
+      " ", accounting::FormatDeviceHours(acc.device_hours()), " device-h ",
       accounting::FormatUsd(acc.cost_usd()),
-      IsTerminal(job.state()) ? "" : " " + FormatEta(figures.seconds_left));
+      IsTerminal(job.state()) ? "" : " " + FormatEta(SecondsLeft(job, figures.seconds_left)));
   if (!job.message().empty()) absl::StrAppend(&line, " | ", job.message());
   return line + "\n";
 }
 
 std::string WatchChangeKey(const JobStatus& job) {
   return absl::StrCat(JobStateName(job.state()), "|", job.epoch(), "|", job.step(), "/",
-                      job.total_steps(), "|", job.last_loss(), "|", job.message(), "|",
-                      SummarizeRanks(job));
+                      job.total_steps(), "|", job.last_loss(), "|", job.progress().val_step(), "|",
+                      job.last_checkpoint_step(), "|", job.message(), "|", SummarizeRanks(job));
 }
 
 std::string RenderWatchPanel(const JobStatus& job, const WatchFigures& figures) {
@@ -252,13 +308,35 @@ std::string RenderWatchPanel(const JobStatus& job, const WatchFigures& figures) 
   std::string out;
   absl::StrAppend(&out, job.name(), " (", job.job_id(), ")  ", JobStateName(job.state()),
                   "  epoch ", job.epoch(), "\n");
-  absl::StrAppend(&out, ProgressBar(job.step(), job.total_steps(), 30), " ", StepOfTotal(job), "  ",
-                  ProgressPercent(job.step(), job.total_steps()),
-                  IsTerminal(job.state()) ? "" : "  " + FormatEta(figures.seconds_left), "\n");
+  absl::StrAppend(
+      &out, ProgressBar(job.step(), job.total_steps(), 30), " ", StepOfTotal(job), "  ",
+      ProgressPercent(job.step(), job.total_steps()),
+      IsTerminal(job.state()) ? "" : "  " + FormatEta(SecondsLeft(job, figures.seconds_left)),
+      "\n");
   absl::StrAppend(
       &out, "loss ", Loss(job), "   ", FormatCount(acc.tokens_per_second()), " tok/s   MFU ",
       FormatFraction(acc.mfu()), "   ", accounting::FormatDeviceHours(acc.device_hours()), " ",
       DeviceLabel(acc.device_kind()), "-h   ", accounting::FormatUsd(acc.cost_usd()), "\n");
+  if (HasProgress(job)) {
+    // Short lines (a wrapped line would spoil the redraw on a narrow terminal).
+    const dsv3::v1::TrainingProgress& p = job.progress();
+    if (p.mtp_loss() != 0) absl::StrAppendFormat(&out, "MTP %.4f  ", p.mtp_loss());
+    absl::StrAppendFormat(&out, "balance %.3e  lr %.2e  gnorm %.3f  load %.2f\n", p.balance_loss(),
+                          p.lr(), p.grad_norm(), p.load_max_over_mean());
+    if (p.val_step() > 0) {
+      absl::StrAppendFormat(&out, "val @%d loss %.4f  acc %s", p.val_step(), p.val_loss(),
+                            FormatFraction(p.val_next_token_accuracy()));
+      if (p.val_mtp_next_next_accuracy() >= 0) {
+        absl::StrAppend(&out, "  MTP acc ", FormatFraction(p.val_mtp_next_next_accuracy()));
+      }
+    } else {
+      out += "val -";
+    }
+    absl::StrAppend(
+        &out, "  ckpt ",
+        job.last_checkpoint_step() >= 0 ? absl::StrCat("step ", job.last_checkpoint_step()) : "-",
+        "\n");
+  }
   absl::StrAppend(&out, job.message().empty() ? "-" : job.message(), "\n");
   absl::StrAppend(&out, SummarizeRanks(job), "\n");
   return out;

@@ -11,6 +11,7 @@
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/str_split.h"
 #include "cli/ctl_args.h"
 #include "cli/ctl_errors.h"
 #include "cli/ctl_format.h"
@@ -324,6 +325,101 @@ TEST(Views, WatchChangeKeyIgnoresGrowingAccountingButNotProgress) {
   job = ViewJob();
   job.mutable_placement()->mutable_ranks(2)->set_state(dsv3::v1::TRAINING);
   EXPECT_NE(WatchChangeKey(job), key);
+}
+
+// ViewJob once its ranks report: rank 0's figures, a validation and a committed checkpoint.
+constexpr int64_t kReportMs = 1'700'000'000'000;
+dsv3::v1::JobStatus TrainingJob() {
+  dsv3::v1::JobStatus job = ViewJob();
+  job.set_last_checkpoint_step(100);
+  dsv3::v1::TrainingProgress* p = job.mutable_progress();
+  p->set_main_loss(2.5);
+  p->set_mtp_loss(2.7);
+  p->set_balance_loss(0.0001234);
+  p->set_loss(3.31);
+  p->set_lr(0.003);
+  p->set_grad_norm(0.634);
+  p->set_tokens_per_second(2048);
+  p->set_load_max_over_mean(1.25);
+  p->set_val_step(100);
+  p->set_val_loss(2.75);
+  p->set_val_next_token_accuracy(0.3125);
+  p->set_val_mtp_next_next_accuracy(0.125);
+  p->set_eta_seconds(3725);
+  p->set_last_report_unix_ms(kReportMs);
+  return job;
+}
+
+TEST(Views, StatusShowsTheLossTermsFiguresValidationAndTheCoordinatorsEta) {
+  const std::string out = RenderJobStatus(TrainingJob(), kReportMs + 2000);
+  EXPECT_THAT(out, HasSubstr("150/300 steps  50.0%  ETA 1h02m\n"));
+  EXPECT_THAT(out,
+              HasSubstr("Loss        2.5000 main (MTP 2.7000, balance 1.234e-04, total 3.3100)\n"));
+  EXPECT_THAT(out, HasSubstr("Training    lr 3.00e-03, grad norm 0.634, 2.05K tokens/s, expert "
+                             "load max/mean 1.25 (reported 2s ago)\n"));
+  EXPECT_THAT(out, HasSubstr("Validation  step 100: loss 2.7500, next-token accuracy 31.25%, MTP "
+                             "next-next accuracy 12.50%\n"));
+  EXPECT_THAT(out, HasSubstr("Checkpoint  step 100 (last committed)\n"));
+}
+
+TEST(Views, StatusLeavesOutWhatIsNotReportedYet) {
+  const std::string before = RenderJobStatus(ViewJob(), 0);
+  EXPECT_THAT(before, HasSubstr("Loss        2.5000\n"));
+  EXPECT_THAT(before, Not(HasSubstr("Training")));
+  EXPECT_THAT(before, Not(HasSubstr("Validation")));
+  EXPECT_THAT(before, Not(HasSubstr("ETA ")));
+  // No validation yet, no MTP module.
+  dsv3::v1::JobStatus job = TrainingJob();
+  job.mutable_progress()->set_val_step(0);
+  job.mutable_progress()->set_mtp_loss(0);
+  const std::string out = RenderJobStatus(job, kReportMs);
+  EXPECT_THAT(out, HasSubstr("Validation  none yet\n"));
+  EXPECT_THAT(out, HasSubstr("2.5000 main (balance 1.234e-04, total 3.3100)"));
+  // Without an MTP module the validation has no MTP accuracy (-1).
+  job = TrainingJob();
+  job.mutable_progress()->set_val_mtp_next_next_accuracy(-1);
+  EXPECT_THAT(RenderJobStatus(job, kReportMs), HasSubstr("next-token accuracy 31.25%\nCheckpoint"));
+  // An ended job shows no ETA.
+  job.set_state(dsv3::v1::SUCCEEDED);
+  EXPECT_THAT(RenderJobStatus(job, kReportMs), Not(HasSubstr("ETA ")));
+}
+
+TEST(Views, WatchPanelAddsTheLossTermsValidationAndCheckpointOnceReported) {
+  const std::string panel = RenderWatchPanel(TrainingJob(), {std::nullopt, kReportMs});
+  EXPECT_EQ(std::count(panel.begin(), panel.end(), '\n'), 7);
+  EXPECT_THAT(panel, HasSubstr("150/300  50.0%  ETA 1h02m\n")) << "the coordinator's ETA";
+  EXPECT_THAT(panel, HasSubstr("\nMTP 2.7000  balance 1.234e-04  lr 3.00e-03  gnorm 0.634  load "
+                               "1.25\n"));
+  EXPECT_THAT(panel,
+              HasSubstr("\nval @100 loss 2.7500  acc 31.25%  MTP acc 12.50%  ckpt step 100\n"));
+  for (absl::string_view line : absl::StrSplit(panel, '\n')) {
+    EXPECT_LE(line.size(), 80u) << "a wrapped line spoils the redraw: " << line;
+  }
+  // The client's own estimate, when it has one, comes first.
+  EXPECT_THAT(RenderWatchPanel(TrainingJob(), {65.0, kReportMs}), HasSubstr("ETA 1m05s"));
+}
+
+TEST(Views, WatchLineShowsLrValidationAndCheckpointOnceKnown) {
+  const std::string line = RenderWatchLine(TrainingJob(), {std::nullopt, kReportMs});
+  EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1);
+  EXPECT_THAT(
+      line, HasSubstr("RUNNING step 150/300 (50.0%) loss 2.5000 lr 3.00e-03 val 2.7500 ckpt 100 "));
+  EXPECT_THAT(line, HasSubstr("ETA 1h02m"));
+  EXPECT_THAT(RenderWatchLine(ViewJob(), {std::nullopt, 0}), Not(HasSubstr(" lr ")));
+}
+
+TEST(Views, WatchChangeKeyChangesWithAValidationOrACheckpoint) {
+  dsv3::v1::JobStatus job = TrainingJob();
+  const std::string key = WatchChangeKey(job);
+  job.mutable_progress()->set_val_step(150);
+  EXPECT_NE(WatchChangeKey(job), key);
+  job = TrainingJob();
+  job.set_last_checkpoint_step(150);
+  EXPECT_NE(WatchChangeKey(job), key);
+  job = TrainingJob();
+  job.mutable_progress()->set_lr(0.002);  // figures that move with every step alone: no new line
+  job.mutable_progress()->set_grad_norm(0.5);
+  EXPECT_EQ(WatchChangeKey(job), key);
 }
 
 TEST(Views, EmptyListsSaySoInsteadOfAnEmptyTable) {

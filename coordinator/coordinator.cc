@@ -7,13 +7,17 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "coordinator/job_spec.h"
 #include "coordinator/planner.h"
@@ -31,6 +35,10 @@ bool IsTerminal(v1::JobState state) {
 }
 
 bool IsActive(v1::JobState state) { return state == v1::RUNNING || state == v1::RECOVERING; }
+
+// A rank whose process has ended: set by the coordinator from the rank's exit report (or a lost
+// worker), never taken from a worker's heartbeat.
+bool IsEndedRank(v1::RankState state) { return state == v1::DONE || state == v1::LOST; }
 
 absl::Status CheckWorkerName(const std::string& name) {
   if (name.empty() || name.size() > 128) {
@@ -52,6 +60,49 @@ absl::Status CheckWorkerName(const std::string& name) {
 // figure for CUDA; for CPU the figure of this project's reference machine (2 cores x AVX-512 FMA
 // x 2 units x 16 FP32 lanes x 2 FLOP at ~2.0 GHz = 0.256 TFLOP/s).
 double DefaultPeakTflops(const std::string& device) { return device == "cuda" ? 989.0 : 0.256; }
+
+// A rank's error output is kept to this many characters (its end, where the error is).
+constexpr size_t kMaxDetailChars = 2000;
+
+// The last `max_chars` characters of `text`, not starting inside a UTF-8 sequence.
+std::string Tail(const std::string& text, size_t max_chars) {
+  if (text.size() <= max_chars) return text;
+  size_t begin = text.size() - max_chars;
+  while (begin < text.size() && (static_cast<unsigned char>(text[begin]) & 0xC0) == 0x80) ++begin;
+  return text.substr(begin);
+}
+
+// The last non-blank line of a process's error output (usually the error itself), at most 300
+// characters; "no error output" when there is none.
+std::string LastLine(const std::string& text) {
+  std::string line;
+  for (absl::string_view l : absl::StrSplit(text, '\n')) {
+    l = absl::StripAsciiWhitespace(l);
+    if (!l.empty()) line = std::string(l);
+  }
+  if (line.empty()) return "no error output";
+  return line.size() > 300 ? absl::StrCat("...", Tail(line, 300)) : line;
+}
+
+// Multi-line error output on one line (for tables and messages): its non-blank lines joined by
+// " | ".
+std::string OneLine(const std::string& text) {
+  std::vector<std::string> lines;
+  for (absl::string_view l : absl::StrSplit(text, '\n')) {
+    l = absl::StripAsciiWhitespace(l);
+    if (!l.empty()) lines.emplace_back(l);
+  }
+  return absl::StrJoin(lines, " | ");
+}
+
+// What a rank process's exit code means (RankReport.exit_code).
+std::string ExitMeaning(int32_t code) {
+  if (code == 0) return "done";
+  if (code == 1) return "training failed";
+  if (code == 2) return "bad input";
+  if (code < 0) return absl::StrCat("killed by signal ", -static_cast<int64_t>(code));
+  return "failed";
+}
 
 }  // namespace
 
@@ -455,7 +506,16 @@ absl::StatusOr<v1::AttachResponse> Coordinator::Attach(const v1::AttachRequest& 
         if (rank.rank() == running.rank() && rank.worker_name() == request.name() &&
             rank.state() != v1::LOST) {
           rank.set_worker_id(worker_id);
-          if (running.state() != v1::RANK_STATE_UNSPECIFIED) rank.set_state(running.state());
+          if (IsEndedRank(rank.state())) {
+            // Already DONE here (its exit report came before the break): nothing to change.
+          } else if (IsEndedRank(running.state())) {
+            // Its process ended while the coordinator was away: the exit report follows on the
+            // new session and decides (see HandleRankReport). Not ASSIGNED: that would resend it.
+            rank.set_state(v1::ACKNOWLEDGED);
+            rank.set_detail("re-attached after its process ended; waiting for its exit report");
+          } else if (running.state() != v1::RANK_STATE_UNSPECIFIED) {
+            rank.set_state(running.state());
+          }
           WorkerRecord* rec = membership_.Find(worker_id);
           rec->job_id = job->status.job_id();
           rec->rank = rank.rank();
@@ -549,7 +609,12 @@ absl::Status Coordinator::HandleWorkerMessage(const std::string& worker_id,
             job->status.epoch() != p.epoch()) {
           continue;
         }
+        // A rank ends (DONE, LOST) only through its exit report, which also ends the job or
+        // starts its recovery: a heartbeat that already says so, or was sent before the exit,
+        // must neither pre-empt nor undo that.
+        if (IsEndedRank(p.state())) continue;
         for (auto& rank : *job->status.mutable_workers()) {
+          if (IsEndedRank(rank.state())) continue;
           if (rank.rank() == p.rank() && rank.worker_id() == worker_id &&
               p.state() != v1::RANK_STATE_UNSPECIFIED && rank.state() != p.state()) {
             rank.set_state(p.state());
@@ -591,6 +656,9 @@ absl::Status Coordinator::HandleWorkerMessage(const std::string& worker_id,
       }
       return absl::OkStatus();
     }
+    case v1::WorkerMessage::kReport:
+      HandleRankReport(*w, message.report(), now);
+      return absl::OkStatus();
     case v1::WorkerMessage::kHello:
       return absl::OkStatus();
     case v1::WorkerMessage::KIND_NOT_SET:
@@ -669,11 +737,12 @@ void Coordinator::Tick() {
     if (!missing.empty() && job.status.state() == v1::RUNNING) {
       Accrue(job, now);
       ReleaseWorkers(job, "a member did not re-attach after the coordinator restarted");
-      StartRecovery(job,
-                    absl::StrCat(missing.size(), " worker(s) did not re-attach after the "
+      StartRecovery(job, "worker_lost",
+                    absl::StrCat(missing.size(),
+                                 " worker(s) did not re-attach after the "
                                  "coordinator restarted (",
                                  missing.front(), missing.size() > 1 ? ", ..." : "", ")"),
-                    now);
+                    "", now);
     }
   }
 
@@ -688,14 +757,12 @@ void Coordinator::ScheduleJobs(absl::Time now) {
     if (state != v1::PENDING && state != v1::RECOVERING) continue;
     if (TryPlace(job, now)) continue;
     if (state == v1::RECOVERING && now - job.waiting_since > options_.recovery_timeout) {
-      ReleaseWorkers(job, "job failed");
-      const std::string why = absl::StrFormat(
-          "fewer than min_workers=%d workers for %s while recovering; giving up",
-          job.status.spec().parallel().min_workers(),
-          absl::FormatDuration(options_.recovery_timeout));
-      SetState(job, v1::FAILED, why);
-      AddEvent(job, "failed", why);
-      kv_.Drop(id, INT64_MAX);
+      FailJob(
+          job,
+          absl::StrFormat("fewer than min_workers=%d workers for %s while recovering; giving up",
+                          job.status.spec().parallel().min_workers(),
+                          absl::FormatDuration(options_.recovery_timeout)),
+          "", now);
     }
   }
 }
@@ -753,6 +820,9 @@ bool Coordinator::TryPlace(Job& job, absl::Time now) {
     PersistWorker(*w);
   }
   job.last_accrual = now;
+  // Steps of the new epoch start a new rate (the layout, and so the speed, may differ).
+  job.reported_epoch = 0;
+  job.step_seconds.clear();
   SetState(job, v1::RUNNING,
            absl::StrFormat("placed on %d workers (epoch %d); waiting for the ranks to acknowledge",
                            placement->world_size(), placement->epoch()));
@@ -822,23 +892,272 @@ void Coordinator::HandleWorkerLost(const std::string& worker_id, const std::stri
                "a member of the job was lost; re-planning");
       if (WorkerRecord* s = membership_.Find(rank.worker_id()); s != nullptr) s->rank = -1;
     }
-    StartRecovery(*job, reason, now);
+    StartRecovery(*job, "worker_lost", reason, "", now);
   } else {
     AddEvent(*job, "worker_lost", reason);
   }
 }
 
-void Coordinator::StartRecovery(Job& job, const std::string& reason, absl::Time now) {
+void Coordinator::StartRecovery(Job& job, const std::string& event_kind, const std::string& reason,
+                                const std::string& event_message, absl::Time now) {
   v1::Accounting* acc = job.status.mutable_accounting();
   acc->set_lost_device_hours(acc->lost_device_hours() + acc->uncommitted_device_hours());
   acc->set_uncommitted_device_hours(0);
   acc->set_productive_device_hours(acc->device_hours() - acc->lost_device_hours());
   job.accounting_dirty = true;
+  // Training resumes from the last committed checkpoint: the steps after it are rolled back.
+  job.status.set_step(std::max<int64_t>(job.status.last_checkpoint_step(), 0));
+  job.status.mutable_progress()->set_eta_seconds(0);
   job.waiting_since = now;
   job.recovery_reason = reason;
   SetState(job, v1::RECOVERING, absl::StrCat(reason, "; re-planning on the survivors from the "
                                                      "last committed checkpoint"));
-  AddEvent(job, "worker_lost", reason);
+  AddEvent(job, event_kind, event_message.empty() ? reason : event_message);
+}
+
+// --- Rank reports
+// -----------------------------------------------------------------------------------
+
+void Coordinator::HandleRankReport(const WorkerRecord& worker, const v1::RankReport& report,
+                                   absl::Time now) {
+  Job* job = FindJob(report.job_id());
+  // Only the running epoch's ranks report; anything older (or for a job that moved on) is fenced
+  // off and changes nothing.
+  if (job == nullptr || job->status.state() != v1::RUNNING ||
+      job->status.epoch() != report.epoch()) {
+    spdlog::info("ignoring a stale '{}' report from {} for {} epoch {} rank {}",
+                 report.event().substr(0, 32), worker.name, report.job_id().substr(0, 64),
+                 report.epoch(), report.rank());
+    return;
+  }
+  v1::RankPlacement* rank = nullptr;
+  for (auto& r : *job->status.mutable_workers()) {
+    if (r.rank() == report.rank() && r.worker_id() == worker.id) rank = &r;
+  }
+  if (rank == nullptr) {
+    spdlog::info(
+        "ignoring a '{}' report from {} for {} rank {}: the worker does not hold that "
+        "rank in epoch {}",
+        report.event().substr(0, 32), worker.name, job->status.job_id(), report.rank(),
+        report.epoch());
+    return;
+  }
+  if (IsEndedRank(rank->state())) {
+    spdlog::info("ignoring a '{}' report from {} for {} rank {}: the rank has already ended ({})",
+                 report.event().substr(0, 32), worker.name, job->status.job_id(), report.rank(),
+                 v1::RankState_Name(rank->state()));
+    return;
+  }
+  // Only rank 0 is sure to write metrics, and its figures are the job's (losses are all-reduced).
+  const bool job_figures = report.rank() == 0;
+  const std::string& event = report.event();
+  if (event == "step") {
+    if (rank->state() != v1::TRAINING) {
+      rank->set_state(v1::TRAINING);
+      job->dirty = true;  // a rank's state change is persisted at once
+    }
+    rank->set_detail(
+        absl::StrFormat("step %d/%d", report.step(),
+                        report.steps() > 0 ? report.steps() : job->status.total_steps()));
+    *job->status.mutable_placement()->mutable_ranks() = job->status.workers();
+    job->accounting_dirty = true;
+    if (job_figures) ApplyStepFigures(*job, report, now);
+    Touch(*job);
+    UpdateRunningMessage(*job);
+  } else if (event == "validation") {
+    if (!job_figures) return;
+    v1::TrainingProgress* p = job->status.mutable_progress();
+    p->set_val_step(report.step());
+    p->set_val_loss(report.main_loss());
+    p->set_val_next_token_accuracy(report.next_token_accuracy());
+    p->set_val_mtp_next_next_accuracy(report.mtp_next_next_accuracy());
+    p->set_last_report_unix_ms(UnixMs(now));
+    job->accounting_dirty = true;
+    Touch(*job);
+  } else if (event == "checkpoint") {
+    // Rank 0 commits checkpoints (after every rank wrote its shards) and reports the committed
+    // one; an older or repeated step changes nothing.
+    if (!job_figures || report.step() <= job->status.last_checkpoint_step()) return;
+    Accrue(*job, now);  // the time up to this commit belongs to the committed work
+    job->status.set_last_checkpoint_step(report.step());
+    CommitSteps(*job, report.step());
+    job->failures_without_checkpoint = 0;
+    AddEvent(
+        *job, "checkpoint",
+        absl::StrFormat("step %d committed: %s", report.step(), report.path().substr(0, 1024)));
+    Persist(*job, /*force=*/true);
+  } else if (event == "exit") {
+    HandleRankExit(*job, *rank, worker, report, now);
+  } else {
+    spdlog::warn("ignoring a report of unknown kind '{}' from {} for {} rank {}",
+                 event.substr(0, 32), worker.name, job->status.job_id(), report.rank());
+  }
+}
+
+void Coordinator::ApplyStepFigures(Job& job, const v1::RankReport& report, absl::Time now) {
+  const v1::JobSpec& spec = job.status.spec();
+  if (job.reported_epoch != job.status.epoch()) {
+    job.reported_epoch = job.status.epoch();
+    job.step_seconds.clear();
+    AddEvent(job, "training",
+             job.status.last_checkpoint_step() > 0
+                 ? absl::StrFormat("step %d of %d done (resumed from the checkpoint at step %d)",
+                                   report.step(), report.steps(), job.status.last_checkpoint_step())
+                 : absl::StrFormat("step %d of %d done", report.step(), report.steps()));
+  }
+  job.status.set_step(report.step());
+  if (report.steps() > 0) job.status.set_total_steps(report.steps());
+  job.status.set_last_loss(report.main_loss());
+
+  // The recent rate: the mean wall time of the last kRateWindowSteps steps.
+  if (report.seconds() > 0 && std::isfinite(report.seconds())) {
+    job.step_seconds.push_back(report.seconds());
+    if (job.step_seconds.size() > static_cast<size_t>(kRateWindowSteps)) {
+      job.step_seconds.erase(job.step_seconds.begin());
+    }
+  }
+  double seconds_per_step = 0;
+  for (double s : job.step_seconds) seconds_per_step += s;
+  if (!job.step_seconds.empty()) seconds_per_step /= job.step_seconds.size();
+
+  v1::TrainingProgress* p = job.status.mutable_progress();
+  p->set_loss(report.loss());
+  p->set_main_loss(report.main_loss());
+  p->set_mtp_loss(report.mtp_loss());
+  p->set_balance_loss(report.balance_loss());
+  p->set_lr(report.lr());
+  p->set_grad_norm(report.grad_norm());
+  p->set_tokens_per_second(report.tokens_per_second());
+  p->set_load_max_over_mean(report.load_max_over_mean());
+  p->set_last_report_unix_ms(UnixMs(now));
+  const int64_t steps_left = std::max<int64_t>(job.status.total_steps() - report.step(), 0);
+  p->set_eta_seconds(steps_left * seconds_per_step);
+
+  v1::Accounting* acc = job.status.mutable_accounting();
+  acc->set_tokens_per_second(seconds_per_step > 0
+                                 ? spec.train().global_batch_tokens() / seconds_per_step
+                                 : report.tokens_per_second());
+  // MFU over the devices running the ranks, at the spec's peak or the device kind's default.
+  int64_t devices = 0;
+  std::string device = "cpu";
+  for (const auto& rank : job.status.workers()) {
+    const WorkerRecord* w = membership_.Find(rank.worker_id());
+    if (w == nullptr || !w->alive) continue;
+    devices += w->device_count;
+    device = w->device;
+  }
+  const double peak = spec.accounting().device_peak_tflops() > 0
+                          ? spec.accounting().device_peak_tflops()
+                          : DefaultPeakTflops(device);
+  acc->set_mfu(accounting::Mfu(acc->tokens_per_second(), acc->flops_per_token(), devices, peak));
+  job.accounting_dirty = true;
+}
+
+void Coordinator::HandleRankExit(Job& job, v1::RankPlacement& rank, const WorkerRecord& worker,
+                                 const v1::RankReport& report, absl::Time now) {
+  const int32_t code = report.exit_code();
+  const std::string tail = Tail(report.detail(), kMaxDetailChars);
+  const std::string detail = OneLine(tail);  // the whole tail, for the rank and the event
+  const std::string error = LastLine(tail);  // usually the error itself, for the job's message
+  if (code == 0) {
+    rank.set_state(v1::DONE);
+    rank.set_detail(
+        absl::StrFormat("finished: %d steps done (exit code 0)", job.status.total_steps()));
+    *job.status.mutable_placement()->mutable_ranks() = job.status.workers();
+    job.dirty = true;
+    Touch(job);
+    bool all_done = true;
+    for (const auto& r : job.status.workers()) all_done = all_done && r.state() == v1::DONE;
+    if (all_done) {
+      CompleteJob(job, now);
+    } else {
+      UpdateRunningMessage(job);
+    }
+    return;
+  }
+
+  Accrue(job, now);
+  rank.set_state(v1::LOST);
+  rank.set_detail(absl::StrFormat("exit code %d (%s): %s", code, ExitMeaning(code),
+                                  detail.empty() ? "no error output" : detail));
+  *job.status.mutable_placement()->mutable_ranks() = job.status.workers();
+  const std::string what = code < 0
+                               ? absl::StrFormat("rank %d (worker %s) was %s", rank.rank(),
+                                                 worker.name, ExitMeaning(code))
+                               : absl::StrFormat("rank %d (worker %s) exited with code %d (%s)",
+                                                 rank.rank(), worker.name, code, ExitMeaning(code));
+  if (code == 2) {
+    // The spec, the data or the checkpoint is bad: every retry would stop the same way.
+    FailJob(job, absl::StrCat(what, "; retrying cannot help: ", error),
+            absl::StrCat(what, "; retrying cannot help: ", detail), now);
+    return;
+  }
+  ++job.failures_without_checkpoint;
+  if (job.failures_without_checkpoint >= kMaxFailuresWithoutCheckpoint) {
+    FailJob(
+        job,
+        absl::StrFormat("rank %d of epoch %d failed %d times without reaching a new "
+                        "checkpoint: %s",
+                        rank.rank(), job.status.epoch(), job.failures_without_checkpoint, error),
+        absl::StrFormat("rank %d of epoch %d failed %d times without reaching a new "
+                        "checkpoint (the last: %s): %s",
+                        rank.rank(), job.status.epoch(), job.failures_without_checkpoint, what,
+                        detail),
+        now);
+    return;
+  }
+  // Like a lost worker, except that this one is alive: every worker of the job stays reserved
+  // (rank -1) and a candidate for the re-plan; the other ranks are stopped.
+  for (const auto& r : job.status.workers()) {
+    if (r.worker_id().empty()) continue;
+    if (r.worker_id() != worker.id) {
+      SendStop(r.worker_id(), job.status.job_id(), job.status.epoch(),
+               absl::StrFormat("rank %d of the job failed; re-planning", rank.rank()));
+    }
+    if (WorkerRecord* s = membership_.Find(r.worker_id()); s != nullptr) s->rank = -1;
+  }
+  StartRecovery(job, "rank_failed", absl::StrCat(what, ": ", error),
+                absl::StrCat(what, ": ", detail.empty() ? "no error output" : detail), now);
+}
+
+void Coordinator::CommitSteps(Job& job, int64_t step) {
+  v1::Accounting* acc = job.status.mutable_accounting();
+  acc->set_tokens(step * job.status.spec().train().global_batch_tokens());
+  acc->set_uncommitted_device_hours(0);
+  acc->set_productive_device_hours(acc->device_hours() - acc->lost_device_hours());
+  acc->set_device_hours_per_trillion_tokens(
+      accounting::DeviceHoursPerTrillionTokens(acc->device_hours(), acc->tokens()));
+  job.accounting_dirty = true;
+}
+
+void Coordinator::CompleteJob(Job& job, absl::Time now) {
+  Accrue(job, now);
+  const int64_t steps = job.status.total_steps();
+  job.status.set_step(steps);
+  CommitSteps(job, steps);  // the last step's checkpoint is written before the ranks exit 0
+  job.status.mutable_progress()->set_eta_seconds(0);
+  ReleaseWorkers(job, "job completed");
+  std::string message = absl::StrFormat("completed %d/%d steps; final loss %.4f", steps, steps,
+                                        job.status.last_loss());
+  const v1::TrainingProgress& p = job.status.progress();
+  if (p.val_step() > 0) {
+    absl::StrAppendFormat(&message, ", validation loss %.4f at step %d", p.val_loss(),
+                          p.val_step());
+  }
+  SetState(job, v1::SUCCEEDED, message);
+  AddEvent(job, "succeeded", message);
+  kv_.Drop(job.status.job_id(), INT64_MAX);
+  Persist(job, /*force=*/true);
+}
+
+void Coordinator::FailJob(Job& job, const std::string& message, const std::string& event_message,
+                          absl::Time now) {
+  Accrue(job, now);
+  ReleaseWorkers(job, "job failed");
+  SetState(job, v1::FAILED, message);
+  AddEvent(job, "failed", event_message.empty() ? message : event_message);
+  kv_.Drop(job.status.job_id(), INT64_MAX);
+  Persist(job, /*force=*/true);
 }
 
 void Coordinator::ReleaseWorkers(Job& job, const std::string& reason) {
@@ -893,14 +1212,22 @@ void Coordinator::Accrue(Job& job, absl::Time now) {
 
 void Coordinator::UpdateRunningMessage(Job& job) {
   if (job.status.state() != v1::RUNNING) return;
-  int total = 0, acked = 0, waiting = 0;
+  int total = 0, acked = 0, waiting = 0, done = 0;
   for (const auto& rank : job.status.workers()) {
     ++total;
     if (rank.state() != v1::ASSIGNED) ++acked;
     if (rank.state() == v1::WAITING_FOR_ENGINE) ++waiting;
+    if (rank.state() == v1::DONE) ++done;
   }
   std::string message;
-  if (waiting == total && total > 0) {
+  bool progress_only = false;  // the message moves with every step
+  if (job.reported_epoch == job.status.epoch() && total > 0) {
+    progress_only = true;
+    message = absl::StrFormat("training: step %d/%d, loss %.4f (epoch %d, %d workers)",
+                              job.status.step(), job.status.total_steps(), job.status.last_loss(),
+                              job.status.epoch(), total);
+    if (done > 0) absl::StrAppendFormat(&message, "; %d of %d ranks done", done, total);
+  } else if (waiting == total && total > 0) {
     message = absl::StrFormat(
         "placed on %d workers (epoch %d); every rank acknowledged, but these workers have no "
         "training engine yet, so no steps run",
@@ -913,7 +1240,12 @@ void Coordinator::UpdateRunningMessage(Job& job) {
   }
   if (message != job.status.message()) {
     job.status.set_message(message);
-    job.dirty = true;
+    // Step progress is written at the accounting interval, not on every step; the rest at once.
+    if (progress_only) {
+      job.accounting_dirty = true;
+    } else {
+      job.dirty = true;
+    }
     Touch(job);
   }
 }

@@ -2,7 +2,8 @@
 // membership, the rendezvous key-value store and the scheduler; the gRPC services (services.h) only
 // convert and forward. Everything is guarded by one mutex; Tick() moves time-driven state (lease
 // expiry, placement, accounting, persistence) and runs on a background thread after Start(), or is
-// called directly by tests with a ManualClock.
+// called directly by tests with a ManualClock. The ranks' reports (RankReport) drive a running
+// job's progress, its committed tokens and its end: see HandleWorkerMessage.
 #ifndef DSV3_COORDINATOR_COORDINATOR_H_
 #define DSV3_COORDINATOR_COORDINATOR_H_
 
@@ -96,7 +97,27 @@ class Coordinator {
   absl::Status OpenSession(const std::string& worker_id, SessionSink* sink);
   // Unbinds the sink (if it is still the worker's). The lease keeps running.
   void CloseSession(const std::string& worker_id, SessionSink* sink);
-  // NOT_FOUND when the worker is unknown or dead (its session must end).
+  // A message on a worker's session: a heartbeat, an assignment's acknowledgement, or a rank's
+  // report. A heartbeat updates its ranks' states but never ends a rank (DONE, LOST): only the
+  // rank's exit report does, since that decides the job's fate. Reports are fenced: one for an
+  // unknown job, a job that is not RUNNING, another epoch, or a rank this worker does not hold is
+  // logged and ignored. Of a current one:
+  //  - "step": the rank is TRAINING (detail "step S/T"); rank 0's reports carry the job's figures:
+  //    JobStatus.step, total_steps, last_loss (= the main loss, without MTP and balance terms),
+  //    progress (loss terms, lr, grad norm, tokens/s, load balance, ETA at the mean step time of
+  //    the last kRateWindowSteps steps) and accounting.tokens_per_second (the same recent rate,
+  //    global_batch_tokens per mean step time) and mfu. Persisted at the accounting interval.
+  //  - "validation" (rank 0): progress.val_* (val_loss is the main loss).
+  //  - "checkpoint" (rank 0, a newer step): the checkpoint is committed: last_checkpoint_step,
+  //    accounting.tokens = step x global_batch_tokens, uncommitted device-hours become productive.
+  //    Persisted at once.
+  //  - "exit": code 0 marks the rank DONE; when every rank is DONE the job SUCCEEDED (all its
+  //    steps count as committed) and its workers go idle. Code 2 (bad input: retrying cannot help)
+  //    fails the job. Any other code stops the other ranks and recovers from the last committed
+  //    checkpoint on the same workers (the failed rank's worker is alive and stays a candidate);
+  //    the kMaxFailuresWithoutCheckpoint-th such failure without a newer checkpoint fails the job.
+  // NOT_FOUND when the worker is unknown or dead (its session must end); INVALID_ARGUMENT for an
+  // empty message.
   absl::Status HandleWorkerMessage(const std::string& worker_id, const v1::WorkerMessage& message);
   // NOT_FOUND for an unknown worker.
   absl::Status Detach(const std::string& worker_id);
@@ -106,18 +127,31 @@ class Coordinator {
   absl::Status CheckStoreScope(const v1::StoreScope& scope);
   KvStore& kv_store() { return kv_; }
 
+  // Step times averaged for the recent rate (tokens/s, MFU, ETA).
+  static constexpr int kRateWindowSteps = 20;
+  // A crash loop: when this many rank processes in a row have failed (a non-zero exit other than
+  // bad input) without the job committing a newer checkpoint in between, the job FAILS instead of
+  // recovering again (with 3: the first two failures recover, the third fails the job).
+  static constexpr int kMaxFailuresWithoutCheckpoint = 3;
+
  private:
   struct Job {
     v1::JobStatus status;  // events are kept in the store, not here
     int64_t version = 1;
     bool dirty = false;           // state change not yet persisted
-    bool accounting_dirty = false;
+    bool accounting_dirty = false;  // figures (accounting, progress) not yet persisted
     absl::Time last_persist;
     absl::Time last_accrual;
     absl::Time waiting_since;      // RECOVERING/PENDING below min_workers since
     absl::Time rebind_deadline;    // after a restart: ranks must re-attach before this
     std::string recovery_reason;   // why the job is RECOVERING
     std::vector<v1::JobEvent> pending_events;
+    // Epoch of rank 0's last step report; 0 = no step reported since placement (or a restart).
+    int64_t reported_epoch = 0;
+    std::vector<double> step_seconds;  // wall time of rank 0's recent steps, oldest first
+    // Rank processes that failed since the last committed checkpoint advanced (not kept across a
+    // coordinator restart).
+    int failures_without_checkpoint = 0;
   };
 
   Coordinator(const CoordinatorOptions& options, std::unique_ptr<JobStore> store);
@@ -143,12 +177,33 @@ class Coordinator {
   // A worker serving a job is gone: the job recovers (or, if it was not placed, nothing happens).
   void HandleWorkerLost(const std::string& worker_id, const std::string& reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A RankReport from `worker` (see HandleWorkerMessage); fenced here.
+  void HandleRankReport(const WorkerRecord& worker, const v1::RankReport& report, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rank 0's "step" report: the job's step, loss, progress and rate.
+  void ApplyStepFigures(Job& job, const v1::RankReport& report, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The "exit" report of `rank` (held by `worker`): done, failed or recovering (see above).
+  void HandleRankExit(Job& job, v1::RankPlacement& rank, const WorkerRecord& worker,
+                      const v1::RankReport& report, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The work of steps [0, step) is committed: tokens = step x global_batch_tokens and the
+  // uncommitted device-hours become productive.
+  void CommitSteps(Job& job, int64_t step) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RUNNING -> SUCCEEDED: every rank finished; all steps count as committed; workers go idle.
+  void CompleteJob(Job& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // -> FAILED with `message` (event: `event_message`, or `message` when empty); workers go idle.
+  void FailJob(Job& job, const std::string& message, const std::string& event_message,
+               absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Releases every worker of the job (stop their ranks; they become idle).
   void ReleaseWorkers(Job& job, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Accrue(Job& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateRunningMessage(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // RUNNING -> RECOVERING: the work since the last committed checkpoint is rolled back (lost).
-  void StartRecovery(Job& job, const std::string& reason, absl::Time now)
+  // RUNNING -> RECOVERING: the work since the last committed checkpoint is rolled back (lost) and
+  // the job's step goes back to that checkpoint. Records an event of `event_kind` saying
+  // `event_message` (`reason` when empty).
+  void StartRecovery(Job& job, const std::string& event_kind, const std::string& reason,
+                     const std::string& event_message, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::WorkerInfo ToWorkerInfo(const WorkerRecord& w) const;
 

@@ -2,6 +2,7 @@
 // expiry and recovery, fencing of stale epochs, cancel, restart from the state dir, accounting.
 #include "coordinator/coordinator.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -18,7 +19,9 @@ namespace dsv3::coordinator {
 namespace {
 
 using ::dsv3::testing::StatusIs;
+using ::testing::Contains;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const absl::Duration kLease = absl::Seconds(1);
 
@@ -147,6 +150,129 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   FakeSink& NewSink() { return *sinks_.emplace_back(std::make_unique<FakeSink>()); }
+
+  // A job placed on two workers whose ranks acknowledged (epoch 1 unless re-planned since).
+  struct Placed {
+    std::string job;
+    std::string worker[2];  // by rank
+    FakeSink* sink[2];      // by rank
+    std::string name[2];    // by rank
+  };
+  Placed PlaceOnTwoWorkers() {
+    Placed p;
+    p.job = Submit();
+    FakeSink* sinks[2] = {&NewSink(), &NewSink()};
+    const std::string ids[2] = {AddWorker("w1", sinks[0]), AddWorker("w2", sinks[1])};
+    coordinator_->Tick();
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(sinks[i]->Assignments().size(), 1u);
+      if (sinks[i]->Assignments().empty()) continue;
+      const v1::Assignment a = sinks[i]->Assignments().back();
+      Ack(ids[i], a);
+      const int64_t rank = a.rank().rank();
+      p.worker[rank] = ids[i];
+      p.sink[rank] = sinks[i];
+      p.name[rank] = i == 0 ? "w1" : "w2";
+    }
+    return p;
+  }
+
+  // Re-reads which worker holds which rank after a re-plan (the latest assignment of each).
+  void Replaced(Placed& p) {
+    Placed old = p;
+    for (int i = 0; i < 2; ++i) {
+      const int64_t rank = old.sink[i]->Assignments().back().rank().rank();
+      p.worker[rank] = old.worker[i];
+      p.sink[rank] = old.sink[i];
+      p.name[rank] = old.name[i];
+    }
+  }
+
+  // A report of `rank` of the placed job for its worker's latest assignment (job and epoch).
+  v1::RankReport ReportOf(const Placed& p, int rank, const std::string& event) {
+    const v1::Assignment a = p.sink[rank]->Assignments().back();
+    v1::RankReport r;
+    r.set_job_id(a.job_id());
+    r.set_epoch(a.epoch());
+    r.set_rank(rank);
+    r.set_event(event);
+    return r;
+  }
+
+  void Send(const std::string& worker_id, const v1::RankReport& report) {
+    v1::WorkerMessage m;
+    *m.mutable_report() = report;
+    ASSERT_OK(coordinator_->HandleWorkerMessage(worker_id, m));
+  }
+
+  // A step report of `rank` (300 steps; main loss `main_loss`, `seconds` of wall time).
+  v1::RankReport StepReport(const Placed& p, int rank, int64_t step, double main_loss,
+                            double seconds = 2.0) {
+    v1::RankReport r = ReportOf(p, rank, "step");
+    r.set_step(step);
+    r.set_steps(300);
+    r.set_main_loss(main_loss);
+    r.set_mtp_loss(main_loss + 1);
+    r.set_balance_loss(0.001);
+    r.set_loss(main_loss + 0.3 * (main_loss + 1) + 0.001);
+    r.set_lr(0.003);
+    r.set_grad_norm(0.5);
+    r.set_seconds(seconds);
+    r.set_tokens_per_second(16384 / seconds);
+    r.set_tokens_seen(step * 16384);
+    r.set_load_max_over_mean(1.25);
+    return r;
+  }
+
+  void Steps(const Placed& p, int64_t from, int64_t to) {
+    for (int64_t step = from; step <= to; ++step) {
+      for (int rank = 0; rank < 2; ++rank) Send(p.worker[rank], StepReport(p, rank, step, 6.0));
+    }
+  }
+
+  void Checkpoint(const Placed& p, int64_t step) {
+    v1::RankReport r = ReportOf(p, 0, "checkpoint");
+    r.set_step(step);
+    r.set_path(absl::StrCat(dir_, "/ckpt/step-", step));
+    Send(p.worker[0], r);
+  }
+
+  void Exit(const Placed& p, int rank, int32_t code, const std::string& detail = "") {
+    v1::RankReport r = ReportOf(p, rank, "exit");
+    r.set_exit_code(code);
+    r.set_detail(detail);
+    Send(p.worker[rank], r);
+  }
+
+  // Advances the clock by `d` with both workers heart-beating (so no lease expires).
+  void Run(const Placed& p, absl::Duration d) {
+    for (absl::Duration t = absl::ZeroDuration(); t < d; t += absl::Milliseconds(500)) {
+      clock_.Advance(absl::Milliseconds(500));
+      Heartbeat(p.worker[0]);
+      Heartbeat(p.worker[1]);
+      coordinator_->Tick();
+    }
+  }
+
+  // What the state directory holds for `job` now (read through a second connection).
+  v1::JobStatus Stored(const std::string& job) {
+    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(dir_ + "/state");
+    EXPECT_OK(store);
+    absl::StatusOr<std::vector<v1::JobStatus>> jobs = (*store)->LoadJobs();
+    EXPECT_OK(jobs);
+    for (const v1::JobStatus& j : *jobs) {
+      if (j.job_id() == job) return j;
+    }
+    ADD_FAILURE() << "no stored job " << job;
+    return {};
+  }
+
+  std::vector<std::string> EventKinds(const std::string& job) {
+    const v1::JobStatus status = Job(job);
+    std::vector<std::string> kinds;
+    for (const auto& e : status.events()) kinds.push_back(e.kind());
+    return kinds;
+  }
 
   std::string dir_;
   std::string spec_;
@@ -399,6 +525,412 @@ TEST_F(CoordinatorTest, AnUnknownWorkerIsToldToAttachAgain) {
   m.mutable_heartbeat();
   EXPECT_THAT(coordinator_->HandleWorkerMessage("w-nope", m),
               StatusIs(absl::StatusCode::kNotFound));
+}
+
+// ---- Rank reports ----
+
+TEST_F(CoordinatorTest, StepReportsOfRankZeroSetTheJobsStepLossProgressRateAndMessage) {
+  Placed p = PlaceOnTwoWorkers();
+  int64_t version = 0;
+  ASSERT_OK(coordinator_->WaitForJobChange(p.job, &version, absl::ZeroDuration()));
+  const int64_t before = version;
+  for (int64_t step = 1; step <= 4; ++step) {
+    Send(p.worker[0], StepReport(p, 0, step, 7.0 - 0.5 * step, /*seconds=*/1.0 + step));
+  }
+  ASSERT_OK(coordinator_->WaitForJobChange(p.job, &version, absl::ZeroDuration()));
+  EXPECT_NE(version, before) << "watchers wake up for a step";
+
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING);
+  EXPECT_EQ(st.step(), 4);
+  EXPECT_EQ(st.total_steps(), 300);
+  EXPECT_DOUBLE_EQ(st.last_loss(), 5.0) << "last_loss is the main loss";
+  const v1::TrainingProgress& prog = st.progress();
+  EXPECT_DOUBLE_EQ(prog.main_loss(), 5.0);
+  EXPECT_DOUBLE_EQ(prog.mtp_loss(), 6.0);
+  EXPECT_DOUBLE_EQ(prog.balance_loss(), 0.001);
+  EXPECT_DOUBLE_EQ(prog.loss(), 5.0 + 0.3 * 6.0 + 0.001);
+  EXPECT_DOUBLE_EQ(prog.lr(), 0.003);
+  EXPECT_DOUBLE_EQ(prog.grad_norm(), 0.5);
+  EXPECT_DOUBLE_EQ(prog.load_max_over_mean(), 1.25);
+  EXPECT_DOUBLE_EQ(prog.tokens_per_second(), 16384 / 5.0) << "the last step's own figure";
+  EXPECT_EQ(prog.last_report_unix_ms(), absl::ToUnixMillis(clock_.Now()));
+  // Steps took 2, 3, 4 and 5 s: 3.5 s per step recently, 296 steps left.
+  EXPECT_DOUBLE_EQ(prog.eta_seconds(), 296 * 3.5);
+  const v1::Accounting& acc = st.accounting();
+  EXPECT_DOUBLE_EQ(acc.tokens_per_second(), 16384 / 3.5);
+  // MFU = tokens/s x FLOPs per token / (2 CPU devices x 0.256 TFLOP/s, the CPU default peak).
+  EXPECT_NEAR(acc.mfu(), 16384 / 3.5 * acc.flops_per_token() / (2 * 0.256e12), 1e-12);
+  EXPECT_EQ(acc.tokens(), 0) << "nothing is committed before a checkpoint";
+  EXPECT_EQ(st.message(), "training: step 4/300, loss 5.0000 (epoch 1, 2 workers)");
+  EXPECT_EQ(st.workers(0).rank(), 0);
+  EXPECT_EQ(st.workers(0).state(), v1::TRAINING);
+  EXPECT_EQ(st.workers(0).detail(), "step 4/300");
+  EXPECT_EQ(st.workers(1).state(), v1::WAITING_FOR_ENGINE) << "rank 1 has not reported yet";
+  EXPECT_THAT(EventKinds(p.job), Contains("training"));
+
+  // Rank 1's report marks it TRAINING; the job's figures stay rank 0's.
+  Send(p.worker[1], StepReport(p, 1, 5, 1.0));
+  st = Job(p.job);
+  EXPECT_EQ(st.workers(1).state(), v1::TRAINING);
+  EXPECT_EQ(st.workers(1).detail(), "step 5/300");
+  EXPECT_EQ(st.step(), 4);
+  EXPECT_DOUBLE_EQ(st.last_loss(), 5.0);
+
+  // Validation figures (the main loss) land in the progress.
+  v1::RankReport val = ReportOf(p, 0, "validation");
+  val.set_step(4);
+  val.set_loss(9.0);
+  val.set_main_loss(5.25);
+  val.set_next_token_accuracy(0.125);
+  val.set_mtp_next_next_accuracy(0.0625);
+  Send(p.worker[0], val);
+  st = Job(p.job);
+  EXPECT_EQ(st.progress().val_step(), 4);
+  EXPECT_DOUBLE_EQ(st.progress().val_loss(), 5.25);
+  EXPECT_DOUBLE_EQ(st.progress().val_next_token_accuracy(), 0.125);
+  EXPECT_DOUBLE_EQ(st.progress().val_mtp_next_next_accuracy(), 0.0625);
+}
+
+TEST_F(CoordinatorTest, StepsArePersistedAtTheIntervalButACheckpointAtOnce) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 2);
+  EXPECT_EQ(Stored(p.job).step(), 0) << "a step alone is not written at once";
+  Checkpoint(p, 2);
+  v1::JobStatus stored = Stored(p.job);
+  EXPECT_EQ(stored.last_checkpoint_step(), 2);
+  EXPECT_EQ(stored.step(), 2);
+  EXPECT_EQ(stored.accounting().tokens(), 2 * 16384);
+  Steps(p, 3, 3);
+  EXPECT_EQ(Stored(p.job).step(), 2);
+  clock_.Advance(absl::Seconds(2));  // the persist interval
+  Heartbeat(p.worker[0]);
+  Heartbeat(p.worker[1]);
+  coordinator_->Tick();
+  EXPECT_EQ(Stored(p.job).step(), 3);
+}
+
+TEST_F(CoordinatorTest, ACheckpointCommitsItsTokensAndTheDeviceHoursSpentSoFar) {
+  Placed p = PlaceOnTwoWorkers();
+  Run(p, absl::Seconds(10));
+  Steps(p, 1, 50);
+  v1::Accounting acc = Job(p.job).accounting();
+  // 2 devices x 10 s, all uncommitted.
+  const double hours = 2 * 10 / 3600.0;
+  EXPECT_NEAR(acc.uncommitted_device_hours(), hours, 1e-12);
+  EXPECT_EQ(acc.tokens(), 0);
+  EXPECT_EQ(acc.device_hours_per_trillion_tokens(), 0);
+
+  Checkpoint(p, 50);
+  const v1::JobStatus st = Job(p.job);
+  acc = st.accounting();
+  EXPECT_EQ(st.last_checkpoint_step(), 50);
+  EXPECT_EQ(acc.tokens(), 50 * 16384);
+  EXPECT_EQ(acc.uncommitted_device_hours(), 0);
+  EXPECT_NEAR(acc.device_hours(), hours, 1e-12);
+  EXPECT_EQ(acc.lost_device_hours(), 0);
+  EXPECT_DOUBLE_EQ(acc.productive_device_hours(), acc.device_hours());
+  EXPECT_NEAR(acc.device_hours_per_trillion_tokens(), hours / (50 * 16384 / 1e12), 1e-6);
+  const v1::JobEvent& last = st.events(st.events_size() - 1);
+  EXPECT_EQ(last.kind(), "checkpoint");
+  EXPECT_THAT(last.message(), HasSubstr("step-50"));
+
+  // A repeated or older checkpoint changes nothing.
+  Checkpoint(p, 40);
+  EXPECT_EQ(Job(p.job).last_checkpoint_step(), 50);
+  EXPECT_EQ(Job(p.job).accounting().tokens(), 50 * 16384);
+}
+
+TEST_F(CoordinatorTest, WhenEveryRankExitsZeroTheJobSucceedsAndItsWorkersGoIdle) {
+  Placed p = PlaceOnTwoWorkers();
+  Run(p, absl::Seconds(4));
+  Steps(p, 299, 300);
+  Checkpoint(p, 300);
+  Exit(p, 0, 0);
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING);
+  EXPECT_EQ(st.workers(0).state(), v1::DONE);
+  EXPECT_THAT(st.message(), HasSubstr("1 of 2 ranks done"));
+  // A heartbeat the worker sent before its rank's exit does not undo DONE.
+  v1::WorkerMessage hb;
+  v1::RankProgress* r = hb.mutable_heartbeat()->add_ranks();
+  r->set_job_id(p.job);
+  r->set_epoch(1);
+  r->set_rank(0);
+  r->set_state(v1::TRAINING);
+  ASSERT_OK(coordinator_->HandleWorkerMessage(p.worker[0], hb));
+  EXPECT_EQ(Job(p.job).workers(0).state(), v1::DONE);
+
+  Exit(p, 1, 0);
+  st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::SUCCEEDED);
+  EXPECT_EQ(st.step(), 300);
+  EXPECT_THAT(st.message(), HasSubstr("completed 300/300 steps; final loss 6.0000"));
+  EXPECT_EQ(st.accounting().tokens(), 300 * 16384);
+  EXPECT_EQ(st.accounting().uncommitted_device_hours(), 0);
+  EXPECT_DOUBLE_EQ(st.accounting().productive_device_hours(), st.accounting().device_hours());
+  EXPECT_THAT(EventKinds(p.job), Contains("succeeded"));
+  for (const v1::WorkerInfo& w : coordinator_->ListWorkers()) {
+    EXPECT_EQ(w.state(), "idle") << w.name();
+    EXPECT_EQ(w.job_id(), "") << w.name();
+  }
+  // Nothing is charged after the end, and nothing is placed again.
+  const double hours = st.accounting().device_hours();
+  Run(p, absl::Seconds(2));
+  st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::SUCCEEDED);
+  EXPECT_EQ(st.accounting().device_hours(), hours);
+  EXPECT_EQ(p.sink[0]->Assignments().size(), 1u);
+}
+
+TEST_F(CoordinatorTest, ExitCodeTwoFailsTheJobQuotingTheRankAndItsError) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 3);
+  Exit(p, 1, 2,
+       "dsv3-train: loading the spec\n"
+       "INVALID_ARGUMENT: data.train: shard /x/train.bin has magic 7, expected 20240520\n\n");
+  const v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::FAILED);
+  EXPECT_THAT(st.message(), HasSubstr("rank 1 (worker " + p.name[1] + ") exited with code 2"));
+  EXPECT_THAT(st.message(), HasSubstr("has magic 7, expected 20240520"));
+  EXPECT_THAT(st.workers(1).detail(), HasSubstr("loading the spec"));
+  const v1::JobEvent& last = st.events(st.events_size() - 1);
+  EXPECT_EQ(last.kind(), "failed");
+  EXPECT_THAT(last.message(), HasSubstr("loading the spec | INVALID_ARGUMENT: data.train"))
+      << "the whole error output, on one line";
+  for (const v1::WorkerInfo& w : coordinator_->ListWorkers()) EXPECT_EQ(w.state(), "idle");
+  EXPECT_EQ(p.sink[0]->Stops(), 1);
+  // It stays failed: no re-plan on the next ticks.
+  Run(p, absl::Seconds(1));
+  EXPECT_EQ(Job(p.job).state(), v1::FAILED);
+  EXPECT_EQ(p.sink[0]->Assignments().size(), 1u);
+}
+
+TEST_F(CoordinatorTest, AFailedRankRecoversOnTheSameWorkersFromTheLastCommittedCheckpoint) {
+  Placed p = PlaceOnTwoWorkers();
+  Run(p, absl::Seconds(2));
+  Steps(p, 1, 50);
+  Checkpoint(p, 50);
+  Run(p, absl::Seconds(3));
+  Steps(p, 51, 60);
+  Exit(p, 1, 1, "peer rank 0 closed the connection\nINTERNAL: gloo recv failed");
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RECOVERING);
+  EXPECT_THAT(st.message(),
+              HasSubstr("rank 1 (worker " + p.name[1] + ") exited with code 1 (training failed)"));
+  EXPECT_THAT(st.message(), HasSubstr("gloo recv failed"));
+  EXPECT_EQ(st.step(), 50) << "rolled back to the checkpoint";
+  EXPECT_EQ(st.workers(1).state(), v1::LOST);
+  const v1::JobEvent& event = st.events(st.events_size() - 1);
+  EXPECT_EQ(event.kind(), "rank_failed");
+  EXPECT_THAT(event.message(),
+              HasSubstr("peer rank 0 closed the connection | INTERNAL: gloo recv failed"));
+  EXPECT_EQ(p.sink[0]->Stops(), 1) << "the other rank is stopped";
+  EXPECT_EQ(p.sink[1]->Stops(), 0) << "the failed rank's process is already gone";
+  // The 3 s since the checkpoint are lost; the 2 s before it stay productive.
+  const v1::Accounting& acc = st.accounting();
+  EXPECT_NEAR(acc.lost_device_hours(), 2 * 3 / 3600.0, 1e-12);
+  EXPECT_NEAR(acc.productive_device_hours(), 2 * 2 / 3600.0, 1e-12);
+  EXPECT_EQ(acc.tokens(), 50 * 16384);
+  for (const v1::WorkerInfo& w : coordinator_->ListWorkers()) {
+    EXPECT_EQ(w.state(), "busy") << w.name() << " stays reserved for the job";
+  }
+
+  // The next tick re-plans on the same two workers (both alive) at epoch 2, from step 50.
+  Run(p, absl::Milliseconds(500));
+  st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING);
+  EXPECT_EQ(st.epoch(), 2);
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_EQ(p.sink[rank]->Assignments().size(), 2u);
+    const v1::Assignment a = p.sink[rank]->Assignments().back();
+    EXPECT_EQ(a.epoch(), 2);
+    EXPECT_EQ(a.resume_step(), 50);
+    EXPECT_EQ(a.store_prefix(), p.job + "/2");
+  }
+  Replaced(p);
+  Ack(p.worker[0], p.sink[0]->Assignments().back());
+  Ack(p.worker[1], p.sink[1]->Assignments().back());
+  Steps(p, 51, 52);
+  st = Job(p.job);
+  EXPECT_EQ(st.step(), 52);
+  EXPECT_EQ(st.message(), "training: step 52/300, loss 6.0000 (epoch 2, 2 workers)");
+}
+
+TEST_F(CoordinatorTest, ReportsOfAnOldEpochOrOfARankTheWorkerDoesNotHoldChangeNothing) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 10);
+  Placed epoch1 = p;
+  Exit(p, 0, -9, "");  // killed by SIGKILL: recover
+  EXPECT_THAT(Job(p.job).message(), HasSubstr("was killed by signal 9"));
+  // While it recovers, epoch 1's reports are fenced off.
+  Send(epoch1.worker[1], StepReport(epoch1, 1, 11, 1.0));
+  Exit(epoch1, 1, 2, "bad input");
+  EXPECT_EQ(Job(p.job).state(), v1::RECOVERING);
+  Run(p, absl::Milliseconds(500));
+  ASSERT_EQ(Job(p.job).epoch(), 2);
+  Replaced(p);
+  Steps(p, 1, 3);
+  const v1::JobStatus before = Job(p.job);
+
+  // Epoch 1 again, from the workers that held its ranks: a step, a validation, a checkpoint, a
+  // bad-input exit and a success.
+  v1::RankReport step = StepReport(epoch1, 0, 99, 0.5);
+  step.set_epoch(1);
+  Send(epoch1.worker[0], step);
+  v1::RankReport val = ReportOf(epoch1, 0, "validation");
+  val.set_epoch(1);
+  val.set_step(99);
+  val.set_main_loss(0.5);
+  Send(epoch1.worker[0], val);
+  v1::RankReport ckpt = ReportOf(epoch1, 0, "checkpoint");
+  ckpt.set_epoch(1);
+  ckpt.set_step(99);
+  Send(epoch1.worker[0], ckpt);
+  v1::RankReport bad = ReportOf(epoch1, 1, "exit");
+  bad.set_epoch(1);
+  bad.set_exit_code(2);
+  Send(epoch1.worker[1], bad);
+  v1::RankReport done = ReportOf(epoch1, 0, "exit");
+  done.set_epoch(1);
+  Send(epoch1.worker[0], done);
+  // The current epoch, but a rank the sender does not hold, and an unknown job.
+  Send(p.worker[1], StepReport(p, 0, 98, 0.25));
+  v1::RankReport other = ReportOf(p, 0, "exit");
+  other.set_exit_code(2);
+  Send(p.worker[1], other);
+  v1::RankReport unknown = StepReport(p, 0, 97, 0.25);
+  unknown.set_job_id("job-404");
+  Send(p.worker[0], unknown);
+
+  const v1::JobStatus after = Job(p.job);
+  EXPECT_EQ(after.state(), v1::RUNNING);
+  EXPECT_EQ(after.epoch(), 2);
+  EXPECT_EQ(after.step(), before.step());
+  EXPECT_EQ(after.last_loss(), before.last_loss());
+  EXPECT_EQ(after.progress().val_step(), 0);
+  EXPECT_EQ(after.last_checkpoint_step(), -1);
+  EXPECT_EQ(after.accounting().tokens(), 0);
+  EXPECT_EQ(after.message(), before.message());
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(after.workers(i).state(), v1::TRAINING);
+}
+
+TEST_F(CoordinatorTest, ThreeRankFailuresWithoutANewCheckpointFailTheJob) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 10);
+  Checkpoint(p, 10);
+  for (int failure = 1; failure <= 2; ++failure) {
+    Steps(p, 11, 12);
+    Exit(p, failure % 2, 1, "diverged");
+    ASSERT_EQ(Job(p.job).state(), v1::RECOVERING) << "failure " << failure;
+    Run(p, absl::Milliseconds(500));
+    ASSERT_EQ(Job(p.job).state(), v1::RUNNING) << "failure " << failure;
+    Replaced(p);
+  }
+  EXPECT_EQ(Job(p.job).epoch(), 3);
+  Steps(p, 11, 12);
+  Exit(p, 0, 1, "loss is not finite at step 12\nstopping");
+  const v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::FAILED);
+  EXPECT_EQ(st.message(),
+            "rank 0 of epoch 3 failed 3 times without reaching a new checkpoint: stopping");
+  for (const v1::WorkerInfo& w : coordinator_->ListWorkers()) EXPECT_EQ(w.state(), "idle");
+}
+
+TEST_F(CoordinatorTest, ANewCheckpointResetsTheCountOfFailures) {
+  Placed p = PlaceOnTwoWorkers();
+  for (int failure = 1; failure <= 4; ++failure) {
+    // Every epoch commits a newer checkpoint before a rank fails: never a crash loop.
+    Steps(p, failure * 10 - 9, failure * 10);
+    Checkpoint(p, failure * 10);
+    Exit(p, 1, 1, "peer lost");
+    ASSERT_EQ(Job(p.job).state(), v1::RECOVERING) << "failure " << failure;
+    Run(p, absl::Milliseconds(500));
+    ASSERT_EQ(Job(p.job).state(), v1::RUNNING) << "failure " << failure;
+    Replaced(p);
+    EXPECT_EQ(p.sink[0]->Assignments().back().resume_step(), failure * 10);
+  }
+  EXPECT_EQ(Job(p.job).epoch(), 5);
+}
+
+TEST_F(CoordinatorTest, OnlyTheExitReportEndsARankNotAHeartbeatSayingSo) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 2);
+  // The worker's heartbeat may say DONE or LOST before its exit report arrives.
+  for (v1::RankState said : {v1::DONE, v1::LOST}) {
+    v1::WorkerMessage hb;
+    v1::RankProgress* r = hb.mutable_heartbeat()->add_ranks();
+    r->set_job_id(p.job);
+    r->set_epoch(1);
+    r->set_rank(1);
+    r->set_state(said);
+    ASSERT_OK(coordinator_->HandleWorkerMessage(p.worker[1], hb));
+    EXPECT_EQ(Job(p.job).workers(1).state(), v1::TRAINING) << v1::RankState_Name(said);
+  }
+  Exit(p, 1, 1, "peer lost");
+  EXPECT_EQ(Job(p.job).state(), v1::RECOVERING);
+}
+
+TEST_F(CoordinatorTest, RanksThatEndedWhileTheCoordinatorWasDownAreDecidedByTheirExitReports) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 20);
+  Checkpoint(p, 20);
+  coordinator_.reset();  // killed; meanwhile the ranks' processes fail (their store is gone)
+  Open();
+  FakeSink* sinks[2] = {&NewSink(), &NewSink()};
+  std::string ids[2];
+  for (int rank = 0; rank < 2; ++rank) {
+    v1::RankProgress running;
+    running.set_job_id(p.job);
+    running.set_epoch(1);
+    running.set_rank(rank);
+    running.set_state(v1::LOST);
+    ids[rank] = AddWorker(p.name[rank], sinks[rank], "n1", {running});
+    EXPECT_EQ(sinks[rank]->Assignments().size(), 0u) << "not resent: the worker has it";
+    EXPECT_EQ(sinks[rank]->Stops(), 0);
+  }
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING);
+  EXPECT_EQ(st.workers(0).state(), v1::ACKNOWLEDGED);
+  // The queued exit reports follow on the new sessions.
+  v1::RankReport exit;
+  exit.set_job_id(p.job);
+  exit.set_epoch(1);
+  exit.set_rank(0);
+  exit.set_event("exit");
+  exit.set_exit_code(1);
+  exit.set_detail("coordinator store Add: failed to connect");
+  Send(ids[0], exit);
+  st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RECOVERING);
+  EXPECT_THAT(st.message(), HasSubstr("failed to connect"));
+  exit.set_rank(1);
+  Send(ids[1], exit);  // fenced: the job is recovering
+  clock_.Advance(absl::Milliseconds(100));
+  coordinator_->Tick();
+  st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING);
+  EXPECT_EQ(st.epoch(), 2);
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_EQ(sinks[rank]->Assignments().size(), 1u);
+    EXPECT_EQ(sinks[rank]->Assignments()[0].resume_step(), 20);
+  }
+}
+
+TEST_F(CoordinatorTest, ALostWorkerRollsTheStepBackToTheLastCheckpoint) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 20);
+  Checkpoint(p, 20);
+  Steps(p, 21, 25);
+  for (int i = 0; i < 4; ++i) {  // rank 1's worker goes silent
+    clock_.Advance(kLease);
+    Heartbeat(p.worker[0]);
+    coordinator_->Tick();
+  }
+  const v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RECOVERING);
+  EXPECT_EQ(st.step(), 20);
+  EXPECT_EQ(st.progress().eta_seconds(), 0);
 }
 
 }  // namespace

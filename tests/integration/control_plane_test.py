@@ -18,6 +18,15 @@ def job_status(cluster, job_id):
     return cluster.ctl_json("status", job_id)
 
 
+def ranks_training(cluster, job_id, count):
+    """The job's status once all `count` ranks report training steps (bootstrap is over)."""
+    st = job_status(cluster, job_id)
+    ranks = st.get("workers", [])
+    ok = (st["state"] == "RUNNING" and len(ranks) == count and
+          all(r["state"] == "TRAINING" for r in ranks))
+    return st if ok else None
+
+
 def ranks_started(cluster, job_id, count):
     """The job's status once it runs with `count` ranks that all acknowledged and started."""
     st = job_status(cluster, job_id)
@@ -71,7 +80,9 @@ class ControlPlaneTest(unittest.TestCase):
             rc, out, err = c.submit(example_spec(os.path.join(c.dir, "data")))
             self.assertEqual(rc, 0, err)
             job_id = out.strip()
-            before = wait_for(lambda: ranks_started(c, job_id, 2), 20, "placement")
+            # Running ranks keep training while the coordinator is down; ranks still bootstrapping
+            # need its store, so wait until they train.
+            before = wait_for(lambda: ranks_training(c, job_id, 2), 60, "training")
             port = c.port
             c.kill(c.coordinator, signal.SIGKILL)
             time.sleep(0.5)  # the workers notice and start retrying

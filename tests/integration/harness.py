@@ -52,7 +52,8 @@ def example_spec(data_dir, **overrides):
     val = os.path.join(data_dir, "val.bin")
     if not os.path.exists(train):
         write_token_shard(train, [i % 4096 for i in range(20000)])
-        write_token_shard(val, [i % 4096 for i in range(5000)])
+        # At least one validation pass (val_tokens defaults to the global batch, 16384).
+        write_token_shard(val, [i % 4096 for i in range(20000)])
     spec = {
         "name": "brown-tiny",
         "stage": "pre_training",
