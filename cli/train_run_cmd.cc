@@ -7,12 +7,14 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -23,7 +25,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "cli/train_flags.h"
+#include "common/rank_position.h"
 #include "coordinator/job_spec.h"
 #include "coordinator/planner.h"
 #include "engine/parallel/communicator.h"
@@ -55,6 +60,8 @@ constexpr char kUsage[] =
     "  --metrics     append one JSON object per line for every step, validation and checkpoint\n"
     "                (full precision): {\"event\": \"step\", \"step\": 1, \"loss\": ...}; rank 0\n"
     "                only, or every rank to its own file when FILE contains {rank}\n"
+    "  --progress    rewrite FILE every 200 ms with this rank's position for liveness checks:\n"
+    "                {\"step\": S, \"micro_batch\": M, \"ticks\": T, \"waiting\": W, \"unix_ms\": ...}\n"
     "  --world_size, --rank, --store   one rank of a job of N processes on this machine (Gloo on\n"
     "                127.0.0.1, bootstrapped through the file store DIR, created if missing, or\n"
     "                the coordinator's store: --store=coordinator://HOST:PORT/JOB_ID/EPOCH);\n"
@@ -126,6 +133,7 @@ struct Flags {
   std::optional<int64_t> steps;
   bool recompute = false;
   std::string metrics;
+  std::string progress;
   int world_size = 1;
   int rank = 0;
   std::string store;
@@ -151,6 +159,10 @@ std::optional<Failure> ParseFlags(const std::map<std::string, std::string>& f, F
   if (auto m = f.find("metrics"); m != f.end()) {
     if (m->second.empty()) return BadInput("--metrics needs a file name");
     flags->metrics = m->second;
+  }
+  if (auto p = f.find("progress"); p != f.end()) {
+    if (p->second.empty()) return BadInput("--progress needs a file name");
+    flags->progress = p->second;
   }
   int& world_size = flags->world_size;
   if (auto w = f.find("world_size"); w != f.end()) {
@@ -371,6 +383,41 @@ class StopSignals {
   struct sigaction old_term_;
 };
 
+// --progress=FILE: a thread that rewrites FILE (write a temporary, then rename) every 200 ms with
+// the process's RankPosition, so a supervisor can tell progress, a wait for a peer and a hang
+// apart even while the training thread is blocked. Does nothing for an empty path.
+class ProgressPublisher {
+ public:
+  explicit ProgressPublisher(std::string path) : path_(std::move(path)) {
+    if (path_.empty()) return;
+    thread_ = std::thread([this] {
+      do {
+        const RankPosition& p = GlobalRankPosition();
+        const std::string tmp = path_ + ".tmp";
+        {
+          std::ofstream out(tmp, std::ios::trunc);
+          out << absl::StrFormat(
+              R"({"step": %d, "micro_batch": %d, "ticks": %d, "waiting": %d, "unix_ms": %d})",
+              p.step.load(), p.micro_batch.load(), p.ticks.load(), p.waiting.load(),
+              absl::ToUnixMillis(absl::Now()))
+              << "\n";
+        }
+        std::rename(tmp.c_str(), path_.c_str());
+      } while (!done_.WaitForNotificationWithTimeout(absl::Milliseconds(200)));
+    });
+  }
+  ~ProgressPublisher() {
+    if (!thread_.joinable()) return;
+    done_.Notify();
+    thread_.join();
+  }
+
+ private:
+  const std::string path_;
+  absl::Notification done_;
+  std::thread thread_;
+};
+
 // The group of all ranks of a multi-process run: a FileStore at --store, Gloo on 127.0.0.1. Each
 // launch of the N processes gets a group name of its own ("world<N>-g<k>" for the k-th launch of N
 // ranks, from a counter per N in the store that every rank bumps once; launches of another size
@@ -552,6 +599,28 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
     record(absl::StrFormat(R"({"event": "checkpoint", "step": %d, "path": %s})", e.step,
                            JsonString(e.path)));
   };
+  // Test-only fault (DSV3_TEST_HANG=R:S): rank R stops making progress after step S, alive, as a
+  // rank stuck in a kernel or a driver would; used to test hang detection.
+  if (const char* hang = std::getenv("DSV3_TEST_HANG"); hang != nullptr) {
+    int hang_rank = -1;
+    int64_t hang_step = -1;
+    const std::vector<std::string> parts = absl::StrSplit(hang, ':');
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &hang_rank) ||
+        !absl::SimpleAtoi(parts[1], &hang_step)) {
+      return BadInput(absl::StrCat("DSV3_TEST_HANG=", hang, " must be RANK:STEP"));
+    }
+    if (hang_rank == flags.rank) {
+      callbacks.on_step = [inner = callbacks.on_step, hang_step](const train::StepProgress& p) {
+        inner(p);
+        if (p.step == hang_step) {
+          std::fprintf(stderr, "dsv3-train run: DSV3_TEST_HANG: hanging after step %lld\n",
+                       static_cast<long long>(hang_step));
+          while (true) pause();
+        }
+      };
+    }
+  }
+  ProgressPublisher publisher(flags.progress);
   absl::StatusOr<train::TrainSummary> summary;
   {
     StopSignals signals;
@@ -589,7 +658,8 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
 
 int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   absl::StatusOr<std::map<std::string, std::string>> flags = ParseVerbFlags(
-      args, {"spec", "threads", "steps", "metrics", "world_size", "rank", "store"}, {"recompute"});
+      args, {"spec", "threads", "steps", "metrics", "progress", "world_size", "rank", "store"},
+      {"recompute"});
   if (!flags.ok()) {
     err << "dsv3-train run: " << flags.status().message() << " (see --help)\n";
     return 2;

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
 
@@ -73,11 +74,14 @@ absl::StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const v1::Assign
   const int64_t world = assignment.placement().world_size();
   p->metrics_path_ = absl::StrCat(options.dir, "/metrics-", rank, ".jsonl");
   p->stderr_path_ = options.dir + "/stderr.log";
+  p->progress_path_ = options.dir + "/progress.json";
+  fs::remove(p->progress_path_, ec);
   fs::remove(p->metrics_path_, ec);  // a re-run of the same epoch starts a fresh file
 
   std::vector<std::string> args = {options.train_binary, "run", "--spec=" + spec_path,
                                    absl::StrCat("--threads=", options.threads),
-                                   "--metrics=" + options.dir + "/metrics-{rank}.jsonl"};
+                                   "--metrics=" + options.dir + "/metrics-{rank}.jsonl",
+                                   "--progress=" + p->progress_path_};
   if (world > 1) {
     args.push_back(absl::StrCat("--world_size=", world));
     args.push_back(absl::StrCat("--rank=", rank));
@@ -191,11 +195,58 @@ void RankProcess::ReadMetrics() {
   partial_line_.erase(0, start);
 }
 
+RankPositionSnapshot RankProcess::position() const {
+  absl::MutexLock lock(&position_mu_);
+  return position_;
+}
+
+void RankProcess::ReadProgress() {
+  std::ifstream in(progress_path_);
+  if (!in) return;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  google::protobuf::Struct fields;
+  if (!google::protobuf::util::JsonStringToMessage(ss.str(), &fields).ok()) return;
+  auto number = [&](const char* key) -> int64_t {
+    auto it = fields.fields().find(key);
+    return it == fields.fields().end() ? 0 : static_cast<int64_t>(it->second.number_value());
+  };
+  const absl::Time now = absl::Now();
+  RankPositionSnapshot snap;
+  {
+    absl::MutexLock lock(&position_mu_);
+    snap.step = number("step");
+    snap.micro_batch = number("micro_batch");
+    snap.ticks = number("ticks");
+    snap.waiting = number("waiting");
+    if (snap.ticks != position_.ticks || last_tick_change_ == absl::InfinitePast()) {
+      last_tick_change_ = now;
+    }
+    snap.stalled = now - last_tick_change_;
+    position_ = snap;
+  }
+  if (hang_reported_ || snap.waiting > 0 || snap.stalled < options_.hang_timeout) return;
+  hang_reported_ = true;
+  v1::RankReport hung;
+  hung.set_job_id(assignment_.job_id());
+  hung.set_epoch(assignment_.epoch());
+  hung.set_rank(assignment_.rank().rank());
+  hung.set_event("hung");
+  hung.set_step(snap.step);
+  hung.set_detail(absl::StrCat("no progress for ", absl::FormatDuration(absl::Trunc(snap.stalled, absl::Milliseconds(100))),
+                               " after step ", snap.step, " (op ", snap.micro_batch,
+                               "), not waiting for a peer: the rank is stuck"));
+  spdlog::warn("rank {} of {} epoch {} (pid {}): {}", hung.rank(), hung.job_id(), hung.epoch(),
+               pid_, hung.detail());
+  on_report_(hung);
+}
+
 void RankProcess::Monitor() {
   int status = 0;
   while (true) {
     if (waitpid(pid_, &status, WNOHANG) == pid_) break;
     ReadMetrics();
+    ReadProgress();
     if (stop_.WaitForNotificationWithTimeout(options_.poll)) {
       waitpid(pid_, &status, 0);  // Stop has killed it
       break;

@@ -3,8 +3,11 @@
 //       --store=coordinator://ADDRESS/JOB_ID/EPOCH --metrics=DIR/metrics-{rank}.jsonl
 // so that a crashing rank cannot take the worker down. A monitor thread follows the metrics file
 // and hands every line to the caller as a RankReport (step, validation, checkpoint), then one
-// "exit" report with the exit code and the tail of the child's error output. The files of a rank
-// live in DIR: spec.json, metrics-<R>.jsonl, stdout.log, stderr.log.
+// "exit" report with the exit code and the tail of the child's error output. It also reads the
+// child's --progress file (common/rank_position.h): when the child's work counter has not moved
+// for `hang_timeout` while it is not waiting for a peer, the rank is stuck and a "hung" report
+// (once) says where. The files of a rank live in DIR: spec.json, metrics-<R>.jsonl,
+// progress.json, stdout.log, stderr.log.
 #ifndef DSV3_WORKER_RANK_PROCESS_H_
 #define DSV3_WORKER_RANK_PROCESS_H_
 
@@ -18,6 +21,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "dsv3/v1/worker_service.pb.h"
@@ -31,6 +35,18 @@ struct RankProcessOptions {
   std::string dir;                  // this rank's directory (created)
   int threads = 1;                  // kernel threads of the child
   absl::Duration poll = absl::Milliseconds(100);  // how often the metrics file is read
+  // No progress for this long outside a wait for a peer is a hang. Bounded below by the child's
+  // progress publishing period (200 ms) in practice; 5 s keeps a report within 10 s.
+  absl::Duration hang_timeout = absl::Seconds(5);
+};
+
+// The child's last published position (dsv3-train run --progress).
+struct RankPositionSnapshot {
+  int64_t step = 0;
+  int64_t micro_batch = -1;
+  int64_t ticks = -1;
+  int64_t waiting = 0;
+  absl::Duration stalled;  // how long ticks have not moved
 };
 
 class RankProcess {
@@ -51,6 +67,8 @@ class RankProcess {
   void Stop(absl::Duration grace);
 
   pid_t pid() const { return pid_; }
+  // The latest position read from the progress file (zeros before the first).
+  RankPositionSnapshot position() const;
   bool exited() const { return exited_.load(); }
   const v1::Assignment& assignment() const { return assignment_; }
 
@@ -62,11 +80,18 @@ class RankProcess {
   void Monitor();
   // Reads new complete lines of the metrics file and reports them.
   void ReadMetrics();
+  // Reads the progress file; reports a hang once.
+  void ReadProgress();
 
   const v1::Assignment assignment_;
   const RankProcessOptions options_;
   const ReportFn on_report_;
   std::string metrics_path_;
+  std::string progress_path_;
+  mutable absl::Mutex position_mu_;
+  RankPositionSnapshot position_ ABSL_GUARDED_BY(position_mu_);
+  absl::Time last_tick_change_ = absl::InfinitePast();
+  bool hang_reported_ = false;
   std::string stderr_path_;
   int64_t metrics_offset_ = 0;
   std::string partial_line_;

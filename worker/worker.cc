@@ -103,6 +103,14 @@ v1::WorkerMessage Worker::MakeHeartbeat() {
     p->set_state(held.state);
     p->set_detail(held.detail);
     p->set_step(held.step);
+    if (held.process != nullptr) {
+      const RankPositionSnapshot pos = held.process->position();
+      p->set_micro_batch(pos.micro_batch);
+      if (held.state == v1::TRAINING && pos.waiting > 0 && pos.stalled >= absl::Seconds(2)) {
+        p->set_detail(absl::StrCat(held.detail, "; waiting for a peer for ",
+                                   absl::FormatDuration(absl::Trunc(pos.stalled, absl::Seconds(1)))));
+      }
+    }
   }
   return m;
 }
@@ -164,6 +172,9 @@ void Worker::OnReport(const v1::RankReport& r) {
     held.state = v1::TRAINING;
     held.step = r.step();
     held.detail = absl::StrCat("step ", r.step(), "/", r.steps());
+  } else if (r.event() == "hung") {
+    held.state = v1::HUNG;
+    held.detail = r.detail();
   } else if (r.event() == "exit") {
     held.state = r.exit_code() == 0 ? v1::DONE : v1::LOST;
     held.detail = r.exit_code() == 0

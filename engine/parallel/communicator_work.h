@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/rank_position.h"
 #include "engine/parallel/communicator.h"
 
 namespace dsv3::parallel {
@@ -34,7 +35,10 @@ class StateWork : public Work {
  public:
   explicit StateWork(std::shared_ptr<WorkState> state) : state_(std::move(state)) {}
   ~StateWork() override;
-  absl::Status Wait(absl::Duration timeout) override { return state_->Wait(timeout); }
+  absl::Status Wait(absl::Duration timeout) override {
+    ScopedPeerWait waiting;  // for liveness reports (common/rank_position.h)
+    return state_->Wait(timeout);
+  }
   bool IsCompleted() override { return state_->IsCompleted(); }
 
  private:

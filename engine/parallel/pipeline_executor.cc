@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/rank_position.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/linear.h"
 #include "engine/parallel/schedule_format.h"
@@ -287,9 +288,11 @@ absl::StatusOr<PipelineStepResult> PipelineExecutor::RunStep(const MicroBatchSou
   using Clock = std::chrono::steady_clock;
   const auto step_start = Clock::now();
   const std::vector<Op>& ops = schedule_.ops[static_cast<size_t>(rank)];
+  RankPosition& position = GlobalRankPosition();
   for (size_t i = 0; i < ops.size(); ++i) {
     const Op& op = ops[i];
     absl::Status s;
+    position.micro_batch.store(static_cast<int64_t>(i), std::memory_order_relaxed);
     const auto op_start = Clock::now();
     const double waited_before = result.seconds_waiting;
     switch (op.kind) {
@@ -316,6 +319,7 @@ absl::StatusOr<PipelineStepResult> PipelineExecutor::RunStep(const MicroBatchSou
         }
         break;
     }
+    position.ticks.fetch_add(1, std::memory_order_relaxed);
     if (op.is_compute()) {
       // Waiting for an input inside a compute op is not computing.
       const double busy = std::chrono::duration<double>(Clock::now() - op_start).count() -

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/numbers.h"
+#include "common/rank_position.h"
 #include "common/status_macros.h"
 #include "engine/parallel/expert_parallel.h"
 #include "engine/parallel/schedule_factory.h"
@@ -349,7 +350,9 @@ absl::StatusOr<StepProgress> Trainer::Step() {
     }
     total = result->loss;
   }
+  RankPosition& position = GlobalRankPosition();
   for (int m = 0; m < o.micro_batches && pipeline_ == nullptr; ++m) {
+    position.micro_batch.store(m, std::memory_order_relaxed);
     absl::StatusOr<TokenBatch> batch =
         train_loader_->Slice(step_, m, o.micro_batches, dp_rank_, dp_size_);
     if (!batch.ok()) {
@@ -371,6 +374,7 @@ absl::StatusOr<StepProgress> Trainer::Step() {
                                                        loss.status().message()));
     }
     Add(*loss, &total);
+    position.ticks.fetch_add(1, std::memory_order_relaxed);
   }
   if (zero_ != nullptr) {  // the global batch's loss terms: the sum of every rank's shares
     double terms[4] = {total.loss, total.main_loss, total.mtp_loss, total.balance_loss};
@@ -421,6 +425,9 @@ absl::StatusOr<StepProgress> Trainer::Step() {
 
   ++step_;
   tokens_seen_ += o.global_batch_tokens;
+  position.step.store(step_, std::memory_order_relaxed);
+  position.micro_batch.store(-1, std::memory_order_relaxed);
+  position.ticks.fetch_add(1, std::memory_order_relaxed);
   p.step = step_;
   p.steps = o.steps;
   p.loss = total;
@@ -480,6 +487,7 @@ absl::StatusOr<ValidationResult> Trainer::Validate() {
                                  loss.status().message()));
     }
     Add(*loss, &result.loss);
+    GlobalRankPosition().ticks.fetch_add(1, std::memory_order_relaxed);
     next_hits += correct(logits.data(), rows.tokens, rows.rows, t, 1);
     if (has_mtp) mtp_hits += correct(mtp_logits.data(), rows.tokens, rows.rows, t - 1, 2);
   }
