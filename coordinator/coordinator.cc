@@ -544,6 +544,8 @@ absl::StatusOr<v1::AttachResponse> Coordinator::Attach(const v1::AttachRequest& 
   PersistWorker(*membership_.Find(worker_id));
   spdlog::info("worker {} attached as {} from {} (node {}, {})", request.name(), worker_id, peer,
                w.node, device);
+  // An idle worker may let a running job grow: say so now, before its next checkpoint report.
+  UpdatePendingGrows();
   v1::AttachResponse response;
   response.set_worker_id(worker_id);
   response.set_lease_ms(absl::ToInt64Milliseconds(options_.lease));
@@ -747,6 +749,7 @@ void Coordinator::Tick() {
   }
 
   ScheduleJobs(now);
+  UpdatePendingGrows();
   for (auto& [id, job] : jobs_) Persist(job, /*force=*/false);
 }
 
@@ -800,6 +803,13 @@ bool Coordinator::TryPlace(Job& job, absl::Time now) {
     }
     return false;
   }
+  ApplyPlacement(job, *placement, now,
+                 job.status.state() == v1::RECOVERING ? "replanned" : "placed", "");
+  return true;
+}
+
+void Coordinator::ApplyPlacement(Job& job, const v1::Placement& placement, absl::Time now,
+                                 const std::string& event_kind, const std::string& event_suffix) {
   // Workers of this job that the new plan leaves out go back to the idle pool.
   for (const WorkerRecord* w : membership_.All()) {
     if (w->alive && w->job_id == job.status.job_id()) {
@@ -808,12 +818,11 @@ bool Coordinator::TryPlace(Job& job, absl::Time now) {
       rec->rank = -1;
     }
   }
-  const bool recovering = job.status.state() == v1::RECOVERING;
-  kv_.Drop(job.status.job_id(), placement->epoch());
-  job.status.set_epoch(placement->epoch());
-  *job.status.mutable_placement() = *placement;
-  *job.status.mutable_workers() = placement->ranks();
-  for (const auto& rank : placement->ranks()) {
+  kv_.Drop(job.status.job_id(), placement.epoch());
+  job.status.set_epoch(placement.epoch());
+  *job.status.mutable_placement() = placement;
+  *job.status.mutable_workers() = placement.ranks();
+  for (const auto& rank : placement.ranks()) {
     WorkerRecord* w = membership_.Find(rank.worker_id());
     w->job_id = job.status.job_id();
     w->rank = rank.rank();
@@ -823,17 +832,112 @@ bool Coordinator::TryPlace(Job& job, absl::Time now) {
   // Steps of the new epoch start a new rate (the layout, and so the speed, may differ).
   job.reported_epoch = 0;
   job.step_seconds.clear();
+  job.grow_world = 0;
   SetState(job, v1::RUNNING,
            absl::StrFormat("placed on %d workers (epoch %d); waiting for the ranks to acknowledge",
-                           placement->world_size(), placement->epoch()));
-  AddEvent(job, recovering ? "replanned" : "placed",
+                           placement.world_size(), placement.epoch()));
+  AddEvent(job, event_kind,
            absl::StrFormat("epoch %d: %d ranks = pipeline %d x expert-parallel %d x data-parallel "
-                           "%d",
-                           placement->epoch(), placement->world_size(),
-                           placement->pipeline_parallel(), placement->expert_parallel(),
-                           placement->data_parallel()));
-  for (const auto& rank : placement->ranks()) SendAssignment(job, rank);
+                           "%d%s",
+                           placement.epoch(), placement.world_size(), placement.pipeline_parallel(),
+                           placement.expert_parallel(), placement.data_parallel(), event_suffix));
+  for (const auto& rank : placement.ranks()) SendAssignment(job, rank);
   Persist(job, /*force=*/true);
+}
+
+// --- Elastic attach ---------------------------------------------------------------------------------
+
+int64_t Coordinator::GrowWorld(const Job& job, std::vector<std::string>* idle_names) {
+  if (job.status.state() != v1::RUNNING || job.rebind_deadline != absl::Time()) return 0;
+  for (const auto& rank : job.status.workers()) {
+    if (rank.worker_id().empty() || IsEndedRank(rank.state())) return 0;
+  }
+  int64_t held = 0;
+  std::vector<std::string> idle;
+  for (const WorkerRecord* w : membership_.All()) {
+    if (!w->alive) continue;
+    if (w->job_id == job.status.job_id()) ++held;
+    if (w->job_id.empty()) idle.push_back(w->name);
+  }
+  const int64_t world = job.status.placement().world_size();
+  if (idle.empty() || held + static_cast<int64_t>(idle.size()) <= world) return 0;
+  absl::StatusOr<PlacementLayout> layout =
+      PlanLayout(job.status.spec(), held + static_cast<int64_t>(idle.size()));
+  if (!layout.ok() || layout->world_size <= world) return 0;
+  if (idle_names != nullptr) *idle_names = std::move(idle);
+  return layout->world_size;
+}
+
+void Coordinator::UpdatePendingGrows() {
+  for (const std::string& id : job_order_) {
+    Job& job = jobs_.at(id);
+    int64_t target = 0;
+    std::vector<std::string> idle;
+    if (job.status.state() == v1::RUNNING) {
+      // The grow happens at the next checkpoint committed before the last step, if there is one.
+      const int64_t every = job.status.spec().checkpoint().every_steps();
+      const int64_t after = std::max<int64_t>(
+          job.status.step(), std::max<int64_t>(job.status.last_checkpoint_step(), 0) + 1);
+      const int64_t next = every > 0 ? (after + every - 1) / every * every : INT64_MAX;
+      if (next < job.status.total_steps()) target = GrowWorld(job, &idle);
+      if (target > 0 && target != job.grow_world) {
+        constexpr size_t kMaxNames = 8;
+        std::vector<std::string> names(idle.begin(),
+                                       idle.begin() + std::min(idle.size(), kMaxNames));
+        if (idle.size() > kMaxNames) names.push_back("...");
+        AddEvent(job, "grow_pending",
+                 absl::StrFormat("idle worker%s %s can join: the job grows from %d to %d ranks "
+                                 "at its next checkpoint (step %d)",
+                                 idle.size() > 1 ? "s" : "", absl::StrJoin(names, ", "),
+                                 job.status.placement().world_size(), target, next));
+      } else if (target == 0 && job.grow_world > 0) {
+        spdlog::info("{}: the pending grow to {} ranks is off (the idle workers are gone)", id,
+                     job.grow_world);
+      }
+    }
+    if (target != job.grow_world) {
+      job.grow_world = target;
+      UpdateRunningMessage(job);
+    }
+  }
+}
+
+bool Coordinator::MaybeGrow(Job& job, int64_t step, absl::Time now) {
+  if (step >= job.status.total_steps()) return false;  // the job is about to finish
+  if (GrowWorld(job, nullptr) == 0) return false;
+  std::vector<PlannerWorker> candidates;
+  for (const WorkerRecord* w : membership_.All()) {
+    if (w->alive && (w->job_id.empty() || w->job_id == job.status.job_id())) {
+      candidates.push_back(PlannerWorker{w->id, w->name, w->node});
+    }
+  }
+  const int64_t world = job.status.placement().world_size();
+  absl::StatusOr<v1::Placement> placement =
+      PlanPlacement(job.status.spec(), candidates, job.status.epoch());
+  if (!placement.ok() || placement->world_size() <= world) {
+    spdlog::warn("{}: no grow at step {}: {}", job.status.job_id(), step,
+                 placement.ok() ? "the placement is no larger" : placement.status().ToString());
+    return false;
+  }
+  std::vector<std::string> joined;
+  for (const auto& rank : placement->ranks()) {
+    const WorkerRecord* w = membership_.Find(rank.worker_id());
+    if (w->job_id.empty()) joined.push_back(w->name);
+  }
+  // The current ranks stop; whatever they did past `step` is rolled back like in a recovery.
+  const std::string reason =
+      absl::StrFormat("the job grows from %d to %d ranks at the checkpoint at step %d; re-planning",
+                      world, placement->world_size(), step);
+  for (const auto& rank : job.status.workers()) {
+    SendStop(rank.worker_id(), job.status.job_id(), job.status.epoch(), reason);
+  }
+  Accrue(job, now);
+  RollBackUncommitted(job);
+  job.status.set_step(step);
+  ApplyPlacement(job, *placement, now, "grew",
+                 absl::StrFormat("; grew from %d ranks at the checkpoint at step %d (%s joined); "
+                                 "the ranks resume from that checkpoint",
+                                 world, step, absl::StrJoin(joined, ", ")));
   return true;
 }
 
@@ -900,11 +1004,8 @@ void Coordinator::HandleWorkerLost(const std::string& worker_id, const std::stri
 
 void Coordinator::StartRecovery(Job& job, const std::string& event_kind, const std::string& reason,
                                 const std::string& event_message, absl::Time now) {
-  v1::Accounting* acc = job.status.mutable_accounting();
-  acc->set_lost_device_hours(acc->lost_device_hours() + acc->uncommitted_device_hours());
-  acc->set_uncommitted_device_hours(0);
-  acc->set_productive_device_hours(acc->device_hours() - acc->lost_device_hours());
-  job.accounting_dirty = true;
+  RollBackUncommitted(job);
+  job.grow_world = 0;
   // Training resumes from the last committed checkpoint: the steps after it are rolled back.
   job.status.set_step(std::max<int64_t>(job.status.last_checkpoint_step(), 0));
   job.status.mutable_progress()->set_eta_seconds(0);
@@ -985,6 +1086,7 @@ void Coordinator::HandleRankReport(const WorkerRecord& worker, const v1::RankRep
     AddEvent(
         *job, "checkpoint",
         absl::StrFormat("step %d committed: %s", report.step(), report.path().substr(0, 1024)));
+    if (MaybeGrow(*job, report.step(), now)) return;  // persisted with the new placement
     Persist(*job, /*force=*/true);
   } else if (event == "exit") {
     HandleRankExit(*job, *rank, worker, report, now);
@@ -1120,6 +1222,14 @@ void Coordinator::HandleRankExit(Job& job, v1::RankPlacement& rank, const Worker
                 absl::StrCat(what, ": ", detail.empty() ? "no error output" : detail), now);
 }
 
+void Coordinator::RollBackUncommitted(Job& job) {
+  v1::Accounting* acc = job.status.mutable_accounting();
+  acc->set_lost_device_hours(acc->lost_device_hours() + acc->uncommitted_device_hours());
+  acc->set_uncommitted_device_hours(0);
+  acc->set_productive_device_hours(acc->device_hours() - acc->lost_device_hours());
+  job.accounting_dirty = true;
+}
+
 void Coordinator::CommitSteps(Job& job, int64_t step) {
   v1::Accounting* acc = job.status.mutable_accounting();
   acc->set_tokens(step * job.status.spec().train().global_batch_tokens());
@@ -1237,6 +1347,9 @@ void Coordinator::UpdateRunningMessage(Job& job) {
                               total, job.status.epoch(), acked, total);
   } else {
     message = absl::StrFormat("running on %d workers (epoch %d)", total, job.status.epoch());
+  }
+  if (job.grow_world > 0) {
+    absl::StrAppendFormat(&message, "; grows to %d ranks at its next checkpoint", job.grow_world);
   }
   if (message != job.status.message()) {
     job.status.set_message(message);

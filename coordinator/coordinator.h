@@ -67,7 +67,12 @@ class Coordinator {
   // Starts / stops the background Tick() thread. Stop() also closes every session.
   void Start();
   void Stop();
-  // One scheduling round at the clock's current time.
+  // One scheduling round at the clock's current time: leases, accounting, placement of PENDING and
+  // RECOVERING jobs, then pending grows. A RUNNING job has a pending grow when re-planning it on
+  // its workers plus the idle live ones would give it more ranks (PlanLayout, so never more than
+  // max_workers) and it will commit a checkpoint before its last step; event "grow_pending" (once
+  // per target world size) and a note in its running message. The idle workers are not reserved:
+  // another job may take them first, and the grow is decided again at the checkpoint.
   void Tick();
 
   const std::string& coordinator_id() const { return coordinator_id_; }
@@ -110,7 +115,10 @@ class Coordinator {
   //  - "validation" (rank 0): progress.val_* (val_loss is the main loss).
   //  - "checkpoint" (rank 0, a newer step): the checkpoint is committed: last_checkpoint_step,
   //    accounting.tokens = step x global_batch_tokens, uncommitted device-hours become productive.
-  //    Persisted at once.
+  //    Persisted at once. When the job has a pending grow (see Tick) and the step is not its last,
+  //    the job then grows at once (an elastic attach, not a failure): the current ranks are stopped
+  //    and the job is re-planned on its workers plus the idle ones, with a new epoch whose
+  //    assignments resume from this checkpoint (event "grew"; no failure is counted).
   //  - "exit": code 0 marks the rank DONE; when every rank is DONE the job SUCCEEDED (all its
   //    steps count as committed) and its workers go idle. Code 2 (bad input: retrying cannot help)
   //    fails the job. Any other code stops the other ranks and recovers from the last committed
@@ -152,6 +160,8 @@ class Coordinator {
     // Rank processes that failed since the last committed checkpoint advanced (not kept across a
     // coordinator restart).
     int failures_without_checkpoint = 0;
+    // The world size announced by the last "grow_pending" event; 0 = no grow pending.
+    int64_t grow_world = 0;
   };
 
   Coordinator(const CoordinatorOptions& options, std::unique_ptr<JobStore> store);
@@ -170,6 +180,22 @@ class Coordinator {
 
   void ScheduleJobs(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool TryPlace(Job& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts the job on `placement` (a new epoch) and sends the assignments: the job's workers left out
+  // go idle, state RUNNING, event `event_kind` describing the layout followed by `event_suffix`.
+  void ApplyPlacement(Job& job, const v1::Placement& placement, absl::Time now,
+                      const std::string& event_kind, const std::string& event_suffix)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The world size a RUNNING job would get re-planned now on its workers plus the idle live ones,
+  // when that is more than it has; 0 otherwise, or when it cannot grow now (a rank has ended, or
+  // its workers have not all re-attached after a restart). `idle_names` (optional) receives the
+  // names of the idle workers counted.
+  int64_t GrowWorld(const Job& job, std::vector<std::string>* idle_names)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records or clears each RUNNING job's pending grow (see Tick).
+  void UpdatePendingGrows() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // At rank 0's committed checkpoint of `step`: grows the job (stop, re-plan on a new epoch that
+  // resumes from `step`) when GrowWorld says it can and `step` is not its last. True if it grew.
+  bool MaybeGrow(Job& job, int64_t step, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendAssignment(const Job& job, const v1::RankPlacement& rank)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendStop(const std::string& worker_id, const std::string& job_id, int64_t epoch,
@@ -199,6 +225,8 @@ class Coordinator {
   void ReleaseWorkers(Job& job, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Accrue(Job& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateRunningMessage(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The device-hours not yet committed by a checkpoint become lost (their work is rolled back).
+  void RollBackUncommitted(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // RUNNING -> RECOVERING: the work since the last committed checkpoint is rolled back (lost) and
   // the job's step goes back to that checkpoint. Records an event of `event_kind` saying
   // `event_message` (`reason` when empty).

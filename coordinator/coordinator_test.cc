@@ -1,5 +1,6 @@
 // Tests for the Coordinator class (no gRPC): job lifecycle, placement and acknowledgement, lease
-// expiry and recovery, fencing of stale epochs, cancel, restart from the state dir, accounting.
+// expiry and recovery, fencing of stale epochs, cancel, restart from the state dir, accounting,
+// elastic attach (a job grows at its next checkpoint).
 #include "coordinator/coordinator.h"
 
 #include <algorithm>
@@ -252,6 +253,32 @@ class CoordinatorTest : public ::testing::Test {
       Heartbeat(p.worker[1]);
       coordinator_->Tick();
     }
+  }
+
+  // Advances the clock by `d` in ticks of 500 ms with every worker of `ids` heart-beating.
+  void RunAll(const std::vector<std::string>& ids, absl::Duration d) {
+    for (absl::Duration t = absl::ZeroDuration(); t < d; t += absl::Milliseconds(500)) {
+      clock_.Advance(absl::Milliseconds(500));
+      for (const std::string& id : ids) Heartbeat(id);
+      coordinator_->Tick();
+    }
+  }
+
+  // The spec with a checkpoint every `every` steps (and `max_workers`, when given).
+  void CheckpointEvery(int every, int max_workers = 8) {
+    spec_ = absl::StrReplaceAll(
+        spec_, {{"\"accounting\"",
+                 absl::StrCat("\"checkpoint\": { \"every_steps\": ", every, " }, \"accounting\"")},
+                {"\"max_workers\": 8", absl::StrCat("\"max_workers\": ", max_workers)}});
+  }
+
+  std::vector<v1::JobEvent> EventsOf(const std::string& job, const std::string& kind) {
+    std::vector<v1::JobEvent> out;
+    const v1::JobStatus status = Job(job);
+    for (const auto& e : status.events()) {
+      if (e.kind() == kind) out.push_back(e);
+    }
+    return out;
   }
 
   // What the state directory holds for `job` now (read through a second connection).
@@ -931,6 +958,226 @@ TEST_F(CoordinatorTest, ALostWorkerRollsTheStepBackToTheLastCheckpoint) {
   EXPECT_EQ(st.state(), v1::RECOVERING);
   EXPECT_EQ(st.step(), 20);
   EXPECT_EQ(st.progress().eta_seconds(), 0);
+}
+
+// ---- Elastic attach ----
+
+TEST_F(CoordinatorTest, AWorkerAttachingMidRunMakesAGrowPendingButNothingMovesBeforeTheCheckpoint) {
+  CheckpointEvery(10);
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 5);
+  FakeSink& s3 = NewSink();
+  FakeSink& s4 = NewSink();
+  const std::string w3 = AddWorker("w3", &s3);
+  RunAll({p.worker[0], p.worker[1], w3}, absl::Seconds(1));
+  // Three workers give no more ranks (pipeline 2: floor(3 / 2) = 1 rank per stage).
+  EXPECT_TRUE(EventsOf(p.job, "grow_pending").empty());
+  const std::string w4 = AddWorker("w4", &s4);
+  EXPECT_EQ(EventsOf(p.job, "grow_pending").size(), 1u) << "recorded at the attach, not later";
+  RunAll({p.worker[0], p.worker[1], w3, w4}, absl::Seconds(2));
+  Steps(p, 6, 8);
+
+  v1::JobStatus st = Job(p.job);
+  const std::vector<v1::JobEvent> pending = EventsOf(p.job, "grow_pending");
+  ASSERT_EQ(pending.size(), 1u) << "recorded once, not on every tick";
+  EXPECT_EQ(pending[0].message(),
+            "idle workers w3, w4 can join: the job grows from 2 to 4 ranks at its next checkpoint "
+            "(step 10)");
+  EXPECT_EQ(st.message(),
+            "training: step 8/300, loss 6.0000 (epoch 1, 2 workers); grows to 4 ranks at its next "
+            "checkpoint");
+  EXPECT_EQ(st.epoch(), 1);
+  EXPECT_EQ(st.placement().world_size(), 2);
+  EXPECT_TRUE(s3.Assignments().empty());
+  EXPECT_TRUE(s4.Assignments().empty());
+  EXPECT_EQ(p.sink[0]->Stops(), 0);
+  EXPECT_EQ(p.sink[1]->Stops(), 0);
+  for (const v1::WorkerInfo& w : coordinator_->ListWorkers()) {
+    if (w.name() == "w3" || w.name() == "w4") {
+      EXPECT_EQ(w.state(), "idle") << w.name() << " is not reserved for the job";
+    }
+  }
+}
+
+TEST_F(CoordinatorTest, AtTheCheckpointAGrowingJobResumesOnMoreRanksOnANewEpoch) {
+  CheckpointEvery(10);
+  Placed p = PlaceOnTwoWorkers();
+  RunAll({p.worker[0], p.worker[1]}, absl::Seconds(2));
+  Steps(p, 1, 7);
+  FakeSink* sinks[4] = {p.sink[0], p.sink[1], &NewSink(), &NewSink()};
+  std::vector<std::string> ids = {p.worker[0], p.worker[1], AddWorker("w3", sinks[2]),
+                                  AddWorker("w4", sinks[3])};
+  RunAll(ids, absl::Seconds(1));
+  Steps(p, 8, 10);
+  ASSERT_EQ(Job(p.job).epoch(), 1);
+  Checkpoint(p, 10);
+
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING);
+  EXPECT_EQ(st.epoch(), 2);
+  EXPECT_EQ(st.step(), 10);
+  EXPECT_EQ(st.last_checkpoint_step(), 10);
+  EXPECT_EQ(st.placement().world_size(), 4);
+  EXPECT_EQ(st.placement().expert_parallel(), 2);
+  EXPECT_EQ(st.placement().data_parallel(), 1);
+  EXPECT_THAT(st.message(), HasSubstr("placed on 4 workers (epoch 2)"));
+  const v1::JobEvent& last = st.events(st.events_size() - 1);
+  EXPECT_EQ(last.kind(), "grew");
+  EXPECT_EQ(last.message(),
+            "epoch 2: 4 ranks = pipeline 2 x expert-parallel 2 x data-parallel 1; grew from 2 "
+            "ranks at the checkpoint at step 10 (w3, w4 joined); the ranks resume from that "
+            "checkpoint");
+  EXPECT_THAT(EventKinds(p.job), Not(Contains("replanned")));
+  EXPECT_THAT(EventKinds(p.job), Not(Contains("rank_failed")));
+  // The old ranks are stopped (epoch 1); every worker gets a rank of epoch 2 resuming at step 10.
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(sinks[i]->Stops(), 1) << i;
+    EXPECT_EQ(sinks[i]->messages[sinks[i]->messages.size() - 2].stop().epoch(), 1)
+        << "the stop comes before the new assignment";
+  }
+  EXPECT_EQ(sinks[2]->Stops(), 0);
+  EXPECT_EQ(sinks[3]->Stops(), 0);
+  std::vector<int64_t> ranks;
+  for (FakeSink* sink : sinks) {
+    ASSERT_FALSE(sink->Assignments().empty());
+    const v1::Assignment a = sink->Assignments().back();
+    EXPECT_EQ(a.epoch(), 2);
+    EXPECT_EQ(a.resume_step(), 10);
+    EXPECT_EQ(a.store_prefix(), p.job + "/2");
+    ranks.push_back(a.rank().rank());
+  }
+  std::sort(ranks.begin(), ranks.end());
+  EXPECT_EQ(ranks, (std::vector<int64_t>{0, 1, 2, 3}));
+  for (const v1::WorkerInfo& w : coordinator_->ListWorkers()) EXPECT_EQ(w.state(), "busy");
+  // Committed at the checkpoint: nothing uncommitted, nothing lost.
+  v1::Accounting acc = st.accounting();
+  EXPECT_EQ(acc.tokens(), 10 * 16384);
+  EXPECT_EQ(acc.lost_device_hours(), 0);
+  EXPECT_NEAR(acc.device_hours(), 2 * 3 / 3600.0, 1e-12)
+      << "the job's 2 workers for 3 s; the idle ones are not charged before they join";
+  EXPECT_DOUBLE_EQ(acc.productive_device_hours(), acc.device_hours());
+
+  // Epoch 1's ranks go on until they are stopped: their reports are fenced off.
+  v1::RankReport stale = StepReport(p, 0, 11, 0.5);
+  stale.set_epoch(1);
+  Send(p.worker[0], stale);
+  EXPECT_EQ(Job(p.job).step(), 10);
+
+  // The four ranks train: the time after the restart is charged for 4 devices.
+  for (int i = 0; i < 4; ++i) Ack(ids[i], sinks[i]->Assignments().back());
+  RunAll(ids, absl::Seconds(3));
+  st = Job(p.job);
+  EXPECT_NEAR(st.accounting().device_hours(), acc.device_hours() + 4 * 3 / 3600.0, 1e-12);
+  EXPECT_NEAR(st.accounting().uncommitted_device_hours(), 4 * 3 / 3600.0, 1e-12);
+  for (int i = 0; i < 4; ++i) {
+    const v1::Assignment a = sinks[i]->Assignments().back();
+    if (a.rank().rank() != 0) continue;
+    v1::RankReport r = StepReport(p, 0, 11, 4.5);
+    r.set_epoch(2);
+    Send(ids[i], r);
+    r.set_event("checkpoint");
+    r.set_step(20);
+    Send(ids[i], r);
+  }
+  st = Job(p.job);
+  EXPECT_EQ(st.step(), 11);
+  EXPECT_EQ(st.message(), "training: step 11/300, loss 4.5000 (epoch 2, 4 workers)");
+  EXPECT_EQ(st.last_checkpoint_step(), 20);
+  EXPECT_EQ(st.accounting().tokens(), 20 * 16384);
+  EXPECT_EQ(st.epoch(), 2) << "at the largest world the planner gives, no further grow";
+}
+
+TEST_F(CoordinatorTest, NoGrowWhenThePlannerGivesNoMoreRanks) {
+  // A third worker: pipeline 2 takes floor(3 / 2) = 1 rank per stage, so the world stays 2.
+  CheckpointEvery(10);
+  Placed p = PlaceOnTwoWorkers();
+  FakeSink& s3 = NewSink();
+  const std::string w3 = AddWorker("w3", &s3);
+  RunAll({p.worker[0], p.worker[1], w3}, absl::Seconds(1));
+  Steps(p, 1, 10);
+  Checkpoint(p, 10);
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.epoch(), 1);
+  EXPECT_EQ(st.last_checkpoint_step(), 10);
+  EXPECT_TRUE(EventsOf(p.job, "grow_pending").empty());
+  EXPECT_TRUE(s3.Assignments().empty());
+  EXPECT_EQ(p.sink[0]->Stops() + p.sink[1]->Stops(), 0);
+  EXPECT_EQ(st.message(), "training: step 10/300, loss 6.0000 (epoch 1, 2 workers)");
+}
+
+TEST_F(CoordinatorTest, NoGrowBeyondMaxWorkers) {
+  CheckpointEvery(10, /*max_workers=*/2);
+  Placed p = PlaceOnTwoWorkers();
+  FakeSink& s3 = NewSink();
+  FakeSink& s4 = NewSink();
+  const std::string w3 = AddWorker("w3", &s3);
+  const std::string w4 = AddWorker("w4", &s4);
+  RunAll({p.worker[0], p.worker[1], w3, w4}, absl::Seconds(1));
+  Steps(p, 1, 10);
+  Checkpoint(p, 10);
+  EXPECT_EQ(Job(p.job).epoch(), 1);
+  EXPECT_TRUE(EventsOf(p.job, "grow_pending").empty());
+  EXPECT_TRUE(s3.Assignments().empty());
+  EXPECT_TRUE(s4.Assignments().empty());
+}
+
+TEST_F(CoordinatorTest, NoGrowAtTheLastStep) {
+  CheckpointEvery(10);
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 295);
+  FakeSink& s3 = NewSink();
+  FakeSink& s4 = NewSink();
+  const std::string w3 = AddWorker("w3", &s3);
+  const std::string w4 = AddWorker("w4", &s4);
+  RunAll({p.worker[0], p.worker[1], w3, w4}, absl::Seconds(1));
+  // The next checkpoint is the last step's: nothing is announced.
+  EXPECT_TRUE(EventsOf(p.job, "grow_pending").empty());
+  Steps(p, 296, 300);
+  Checkpoint(p, 300);
+  EXPECT_EQ(Job(p.job).epoch(), 1);
+  EXPECT_EQ(p.sink[0]->Stops() + p.sink[1]->Stops(), 0);
+  Exit(p, 0, 0);
+  Exit(p, 1, 0);
+  EXPECT_EQ(Job(p.job).state(), v1::SUCCEEDED);
+  EXPECT_TRUE(s3.Assignments().empty());
+  EXPECT_TRUE(s4.Assignments().empty());
+}
+
+TEST_F(CoordinatorTest, NoGrowWhenTheJobHasNoCheckpointBeforeItsLastStep) {
+  Placed p = PlaceOnTwoWorkers();  // checkpoint.every_steps 0: only at the end
+  FakeSink& s3 = NewSink();
+  FakeSink& s4 = NewSink();
+  const std::string w3 = AddWorker("w3", &s3);
+  const std::string w4 = AddWorker("w4", &s4);
+  RunAll({p.worker[0], p.worker[1], w3, w4}, absl::Seconds(1));
+  Steps(p, 1, 5);
+  EXPECT_TRUE(EventsOf(p.job, "grow_pending").empty());
+  EXPECT_THAT(Job(p.job).message(), Not(HasSubstr("grows")));
+}
+
+TEST_F(CoordinatorTest, IdleWorkersAreNotReservedAndTheGrowIsDecidedAgainAtTheCheckpoint) {
+  CheckpointEvery(10);
+  Placed p = PlaceOnTwoWorkers();
+  FakeSink& s3 = NewSink();
+  FakeSink& s4 = NewSink();
+  const std::string w3 = AddWorker("w3", &s3);
+  const std::string w4 = AddWorker("w4", &s4);
+  RunAll({p.worker[0], p.worker[1], w3, w4}, absl::Seconds(1));
+  Steps(p, 1, 5);
+  ASSERT_EQ(EventsOf(p.job, "grow_pending").size(), 1u);
+  // A second job takes the idle workers first.
+  const std::string other = Submit();
+  RunAll({p.worker[0], p.worker[1], w3, w4}, absl::Seconds(1));
+  ASSERT_EQ(Job(other).state(), v1::RUNNING);
+  EXPECT_EQ(s3.Assignments().back().job_id(), other);
+  EXPECT_EQ(Job(p.job).message(), "training: step 5/300, loss 6.0000 (epoch 1, 2 workers)");
+  Steps(p, 6, 10);
+  Checkpoint(p, 10);
+  const v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.epoch(), 1);
+  EXPECT_EQ(st.last_checkpoint_step(), 10);
+  EXPECT_EQ(p.sink[0]->Stops() + p.sink[1]->Stops(), 0);
+  EXPECT_EQ(Job(other).epoch(), 1);
 }
 
 }  // namespace

@@ -119,6 +119,11 @@ absl::StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const v1::Assign
     const pid_t parent = getpid();
     const pid_t pid = (out < 0 || err < 0) ? -1 : fork();
     if (pid == 0) {
+      // The worker blocks SIGTERM/SIGINT (a thread waits for them); the child must not inherit
+      // that, or a stop could only SIGKILL it.
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);  // the worker died before prctl took effect
       dup2(out, 1);
