@@ -167,6 +167,10 @@ absl::Status Coordinator::Restore() {
     job.last_accrual = now;
     job.waiting_since = now;
     if (IsActive(job.status.state())) {
+      if (job.status.accounting().accrued_until_unix_ms() > 0) {
+        job.outage_from =
+            std::min(now, absl::FromUnixMillis(job.status.accounting().accrued_until_unix_ms()));
+      }
       // The ranks' workers must re-attach (they keep running while the coordinator is down).
       job.rebind_deadline =
           now + std::max(options_.restart_grace, Membership::kLeasesBeforeDead * options_.lease);
@@ -505,6 +509,8 @@ absl::StatusOr<v1::AttachResponse> Coordinator::Attach(const v1::AttachRequest& 
       for (auto& rank : *job->status.mutable_workers()) {
         if (rank.rank() == running.rank() && rank.worker_name() == request.name() &&
             rank.state() != v1::LOST) {
+          // Empty only for ranks restored after a coordinator restart and not yet re-bound.
+          const bool back_after_restart = rank.worker_id().empty();
           rank.set_worker_id(worker_id);
           if (IsEndedRank(rank.state())) {
             // Already DONE here (its exit report came before the break): nothing to change.
@@ -516,9 +522,15 @@ absl::StatusOr<v1::AttachResponse> Coordinator::Attach(const v1::AttachRequest& 
           } else if (running.state() != v1::RANK_STATE_UNSPECIFIED) {
             rank.set_state(running.state());
           }
+          // Charge the job's other re-bound workers up to now, then this one for the outage: its
+          // rank kept training while the coordinator was down.
+          Accrue(*job, now);
           WorkerRecord* rec = membership_.Find(worker_id);
           rec->job_id = job->status.job_id();
           rec->rank = rank.rank();
+          if (back_after_restart && job->outage_from < now) {
+            Charge(*job, rec->device_count * absl::ToDoubleHours(now - job->outage_from));
+          }
           rebound = true;
           AddEvent(*job, "worker_reattached",
                    absl::StrFormat("worker %s re-attached and still runs rank %d", request.name(),
@@ -1288,6 +1300,10 @@ void Coordinator::Accrue(Job& job, absl::Time now) {
   }
   const absl::Duration dt = now - job.last_accrual;
   job.last_accrual = now;
+  // Milliseconds rounded up: a restart charges from here, and must not charge a moment twice.
+  job.status.mutable_accounting()->set_accrued_until_unix_ms(
+      (absl::ToUnixMicros(now) + 999) / 1000);
+  job.accounting_dirty = true;
   if (dt <= absl::ZeroDuration()) return;
   // Devices the job holds: the live workers bound to it (running a rank, or reserved while it
   // recovers). Recovery time counts as lost.
@@ -1296,7 +1312,10 @@ void Coordinator::Accrue(Job& job, absl::Time now) {
     if (w->alive && w->job_id == job.status.job_id()) devices += w->device_count;
   }
   if (devices == 0) return;
-  const double hours = devices * absl::ToDoubleHours(dt);
+  Charge(job, devices * absl::ToDoubleHours(dt));
+}
+
+void Coordinator::Charge(Job& job, double hours) {
   v1::Accounting* acc = job.status.mutable_accounting();
   acc->set_device_hours(acc->device_hours() + hours);
   if (job.status.state() == v1::RECOVERING) {

@@ -152,6 +152,9 @@ class Coordinator {
     absl::Time last_accrual;
     absl::Time waiting_since;      // RECOVERING/PENDING below min_workers since
     absl::Time rebind_deadline;    // after a restart: ranks must re-attach before this
+    // After a restart: the time the persisted accounting ran to. A worker that re-attaches is
+    // charged from here for the outage (its rank kept training). InfinitePast = nothing to charge.
+    absl::Time outage_from = absl::InfinitePast();
     std::string recovery_reason;   // why the job is RECOVERING
     std::vector<v1::JobEvent> pending_events;
     // Epoch of rank 0's last step report; 0 = no step reported since placement (or a restart).
@@ -224,6 +227,9 @@ class Coordinator {
   // Releases every worker of the job (stop their ranks; they become idle).
   void ReleaseWorkers(Job& job, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Accrue(Job& job, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds device-hours to the job's accounting (lost while it recovers, uncommitted otherwise) and
+  // refreshes the figures derived from them.
+  void Charge(Job& job, double hours) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateRunningMessage(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The device-hours not yet committed by a checkpoint become lost (their work is rolled back).
   void RollBackUncommitted(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -512,6 +512,59 @@ TEST_F(CoordinatorTest, ARestartKeepsJobsAndHistoryAndRebindsReattachingWorkers)
   EXPECT_THAT(after.message(), HasSubstr("did not re-attach"));
 }
 
+TEST_F(CoordinatorTest, TheOutageIsChargedToEachWorkerThatReattachesStillRunningItsRank) {
+  const std::string job = Submit();
+  FakeSink& s1 = NewSink();
+  FakeSink& s2 = NewSink();
+  const std::string w1 = AddWorker("w1", &s1);
+  const std::string w2 = AddWorker("w2", &s2);
+  coordinator_->Tick();
+  Ack(w1, s1.Assignments()[0]);
+  Ack(w2, s2.Assignments()[0]);
+  clock_.Advance(absl::Seconds(1));
+  Heartbeat(w1);
+  Heartbeat(w2);
+  coordinator_->Tick();
+  const double before = Job(job).accounting().device_hours();
+  ASSERT_NEAR(before, 2 * 1 / 3600.0, 1e-9);
+
+  coordinator_.reset();
+  clock_.Advance(absl::Seconds(30));  // the coordinator is down; both ranks keep training
+  Open();
+  clock_.Advance(absl::Seconds(2));
+  coordinator_->Tick();  // nobody re-bound yet: nothing charged
+  EXPECT_NEAR(Job(job).accounting().device_hours(), before, 1e-9);
+
+  auto reattach = [&](const std::string& name, const v1::Assignment& assignment) {
+    v1::RankProgress running;
+    running.set_job_id(job);
+    running.set_epoch(assignment.epoch());
+    running.set_rank(assignment.rank().rank());
+    running.set_state(v1::TRAINING);
+    FakeSink& sink = NewSink();
+    return AddWorker(name, &sink, "n1", {running});
+  };
+  const std::string w1b = reattach("w1", s1.Assignments()[0]);
+  // w1: the 32 s since the accounting last ran.
+  EXPECT_NEAR(Job(job).accounting().device_hours(), before + 32 / 3600.0, 1e-6);
+  clock_.Advance(absl::Seconds(3));
+  const std::string w2b = reattach("w2", s2.Assignments()[0]);
+  // w1 3 s more; w2 the whole 35 s outage.
+  EXPECT_NEAR(Job(job).accounting().device_hours(), before + (35 + 35) / 3600.0, 1e-6);
+  // A later re-attach of the same worker (a dropped session, not a restart) charges nothing extra.
+  clock_.Advance(absl::Seconds(1));
+  Heartbeat(w1b);
+  Heartbeat(w2b);
+  coordinator_->Tick();
+  const double settled = Job(job).accounting().device_hours();
+  EXPECT_NEAR(settled, before + (36 + 36) / 3600.0, 1e-6);
+  reattach("w1", s1.Assignments()[0]);
+  EXPECT_NEAR(Job(job).accounting().device_hours(), settled, 1e-6);
+  const v1::Accounting acc = Job(job).accounting();
+  EXPECT_DOUBLE_EQ(acc.productive_device_hours() + acc.lost_device_hours(), acc.device_hours());
+  EXPECT_EQ(acc.lost_device_hours(), 0);
+}
+
 TEST_F(CoordinatorTest, ASecondCoordinatorOnTheSameStateDirIsRefused) {
   CoordinatorOptions options;
   options.state_dir = dir_ + "/state";

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import unittest
 
 from harness import Cluster, binary, wait_for, write_token_shard
@@ -180,6 +181,53 @@ class ServiceTest(unittest.TestCase):
                                    float(acc["lost_device_hours"]),
                                    float(acc["device_hours"]), places=9)
             self.assertEqual(int(acc["tokens"]), steps * 128)
+
+    def test_a_coordinator_killed_mid_run_loses_no_step_and_no_device_second(self):
+        with Cluster() as c:
+            steps, every = 400, 20
+            spec = tiny_spec(c.dir, "restart", steps,
+                             {"pipeline_parallel": 2, "micro_batches": 4, "schedule": "dualpipe",
+                              "min_workers": 2, "max_workers": 2},
+                             every_steps=every)
+            c.start_coordinator()
+            for w in ("w1", "w2"):
+                c.start_worker(w)
+            rc, out, err = c.submit(spec)
+            self.assertEqual(rc, 0, err)
+            job_id = out.strip()
+            st = wait_for(lambda: (lambda s: s if s and int(s.get("step", "0") or 0) >= 20 else None)(
+                job_in_state(c, job_id, ("RUNNING",))), 120, "step 20", interval=0.05)
+            port = c.port
+            metrics = os.path.join(c.dir, next(r["worker_name"] for r in st["workers"]
+                                               if r["rank"] == "0"),
+                                   job_id, f"epoch-{st['epoch']}-rank-0", "metrics-0.jsonl")
+            c.kill(c.coordinator, signal.SIGKILL)
+            at_kill = len(step_metrics(metrics))
+            time.sleep(3)  # down long enough to matter: 2 workers x 3 s
+            at_restart = len(step_metrics(metrics))
+            self.assertGreater(at_restart, at_kill, "the ranks kept training while it was down")
+            c.start_coordinator(port=port)
+            st = wait_for(lambda: job_in_state(c, job_id, ("SUCCEEDED",)), 300, "the job done",
+                          interval=0.2)
+            self.assertEqual(int(st["step"]), steps)
+            events = c.ctl_json("status", job_id, "--events=1000")["events"]
+            kinds = [e["kind"] for e in events]
+            self.assertIn("coordinator_restarted", kinds)
+            self.assertEqual(kinds.count("worker_reattached"), 2, kinds)
+            self.assertNotIn("replanned", kinds)
+            self.assertEqual(st["epoch"], "1")
+            # Every step counted once: the committed tokens are the steps' tokens.
+            acc = st["accounting"]
+            self.assertEqual(int(acc["tokens"]), steps * 128)
+            self.assertEqual(float(acc["lost_device_hours"]), 0)
+            # No gap: 2 devices held from placement to the end, the outage included. The
+            # coordinator accrues on its 100 ms tick, so the edges are within a few ticks.
+            placed = next(int(e["time_unix_ms"]) for e in events if e["kind"] == "placed")
+            ended = max(int(e["time_unix_ms"]) for e in events)
+            held = 2 * (ended - placed) / 3.6e6
+            print(f"\n  device-hours {float(acc['device_hours']):.6f}, held {held:.6f} "
+                  f"(outage 3 s = {2 * 3 / 3600:.6f})")
+            self.assertAlmostEqual(float(acc["device_hours"]), held, delta=2 * 0.5 / 3600)
 
     def test_a_worker_attached_mid_run_joins_at_the_next_checkpoint(self):
         with Cluster() as c:
