@@ -5,7 +5,8 @@ killed with kill -9 mid-run is replaced, the job resumes from its last committed
 reproduces, bit for bit, the losses of the same layout run uninterrupted by local `dsv3-train run`
 processes, with the work since that checkpoint counted as lost; two workers attached mid-run
 join at the next checkpoint (a new epoch of 4 ranks), and the last epoch reproduces, bit for bit,
-4 local processes resumed from the same committed checkpoint.
+4 local processes resumed from the same committed checkpoint; a coordinator killed for 3 s mid-run
+leaves the job training, and its final accounting has no gap and no double count.
 Run: DSV3_BIN_DIR=build /usr/bin/python3 -m unittest -v service_test
 """
 import json
