@@ -1,6 +1,8 @@
 // SwiGLU FFN and DeepSeekMoE forward and backward (see ffn.h).
 #include "engine/model/ffn.h"
 
+#include <algorithm>
+
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/permute.h"
 #include "kernels/cpu/swiglu.h"
@@ -62,6 +64,13 @@ LocalExperts::LocalExperts(const ModelConfig& c, ParameterSet* params, const std
   down_ = GroupedLinearRef{params->value(e0 + "down_proj.weight") + first * down_size,
                            params->grad(e0 + "down_proj.weight") + first * down_size, count, d_,
                            inter_, mode};
+  // FP8 (spec §5.7, docs/decisions.md): the rows an expert-parallel dispatch carries, the input of
+  // gate|up forward and the output gradient of down backward, are FP8 with power-of-two scales.
+  // The same quantisation runs with or without expert parallelism, so both give the same bits.
+  if (mode == GemmMode::kFp8) {
+    gate_up_.x_scales = kernels::ScaleFormat::kUe8m0;
+    down_.dy_scales = kernels::ScaleFormat::kUe8m0;
+  }
 }
 
 void LocalExperts::Forward(const CpuContext& ctx, FloatBuffer x, const int64_t* rows_per_expert,
@@ -76,6 +85,16 @@ void LocalExperts::Forward(const CpuContext& ctx, FloatBuffer x, const int64_t* 
 
 void LocalExperts::Backward(const CpuContext& ctx, const float* dy, const int64_t* rows_per_expert,
                             int64_t rows, Cache* c, float* dx) const {
+  // FP8: the output gradient is what the backward dispatch carries, dy rounded to FP8 with
+  // power-of-two scales; the Dgrad quantises it losslessly again and the Wgrad re-tiles it 128x1.
+  // Rounding again what already came through the dispatch changes nothing (RoundThroughE4M3).
+  FloatBuffer dy8;
+  if (down_.mode == GemmMode::kFp8) {
+    dy8 = Floats(rows * d_);
+    std::copy_n(dy, rows * d_, dy8.data());
+    RoundThroughE4M3(ctx, kernels::ScaleFormat::kUe8m0, dy8.data(), rows, d_);
+    dy = dy8.data();
+  }
   // The SwiGLU output is recomputed rather than kept (spec §5.7).
   FloatBuffer a = Floats(rows * inter_);
   kernels::SwiGluForward(ctx, c->gu.data(), rows, inter_, a.data());

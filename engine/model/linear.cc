@@ -28,11 +28,12 @@ struct Act8 {
   std::vector<uint8_t> q;
   std::vector<float> s;
 };
-Act8 Quant1x128(const CpuContext& ctx, const float* x, int64_t rows, int64_t cols) {
+Act8 Quant1x128(const CpuContext& ctx, const float* x, int64_t rows, int64_t cols,
+                kernels::ScaleFormat format = kernels::ScaleFormat::kFp32) {
   Act8 a;
   a.q.resize(static_cast<size_t>(rows * cols));
   a.s.resize(static_cast<size_t>(rows * NumTiles(cols)));
-  kernels::Quantize1x128(ctx, {}, x, rows, cols, a.q.data(), a.s.data());
+  kernels::Quantize1x128(ctx, {.scale_format = format}, x, rows, cols, a.q.data(), a.s.data());
   return a;
 }
 Act8 Quant128x128(const CpuContext& ctx, const float* w, int64_t rows, int64_t cols) {
@@ -169,6 +170,12 @@ Act8 QuantExperts(const CpuContext& ctx, const GroupedLinearRef& lin) {
 
 }  // namespace
 
+void RoundThroughE4M3(const CpuContext& ctx, kernels::ScaleFormat format, float* x, int64_t rows,
+                      int64_t cols) {
+  const Act8 q = Quant1x128(ctx, x, rows, cols, format);
+  kernels::Dequantize1x128(ctx, q.q.data(), q.s.data(), rows, cols, x);
+}
+
 void GroupedLinearForward(const CpuContext& ctx, const GroupedLinearRef& lin, const float* x,
                           const int64_t* rows_per_expert, int64_t rows, float* y) {
   switch (lin.mode) {
@@ -184,7 +191,7 @@ void GroupedLinearForward(const CpuContext& ctx, const GroupedLinearRef& lin, co
       return;
     }
     case GemmMode::kFp8: {
-      const Act8 xq = Quant1x128(ctx, x, rows, lin.k);
+      const Act8 xq = Quant1x128(ctx, x, rows, lin.k, lin.x_scales);
       const Act8 wq = QuantExperts(ctx, lin);
       kernels::GroupedGemmFpropFp8(ctx, kOverwrite, xq.q.data(), xq.s.data(), wq.q.data(),
                                    wq.s.data(), rows_per_expert, lin.experts, lin.n, lin.k, y);
@@ -217,7 +224,7 @@ void GroupedLinearWgrad(const CpuContext& ctx, const GroupedLinearRef& lin, cons
       std::vector<float> dyt_s(static_cast<size_t>(lin.n * tiles));
       std::vector<uint8_t> xt_q(static_cast<size_t>(lin.k * rows));
       std::vector<float> xt_s(static_cast<size_t>(lin.k * tiles));
-      const Act8 xq = Quant1x128(ctx, x, rows, lin.k);
+      const Act8 xq = Quant1x128(ctx, x, rows, lin.k, lin.x_scales);
       const int64_t x_tiles = NumTiles(lin.k);
       int64_t offset = 0;
       int64_t tile_offset = 0;
@@ -262,7 +269,7 @@ void GroupedLinearBackward(const CpuContext& ctx, const GroupedLinearRef& lin, c
         break;
       }
       case GemmMode::kFp8: {
-        const Act8 dyq = Quant1x128(ctx, dy, rows, lin.n);
+        const Act8 dyq = Quant1x128(ctx, dy, rows, lin.n, lin.dy_scales);
         const Act8 wq = QuantExperts(ctx, lin);
         kernels::GroupedGemmDgradFp8(ctx, kOverwrite, dyq.q.data(), dyq.s.data(), wq.q.data(),
                                      wq.s.data(), rows_per_expert, lin.experts, lin.n, lin.k, dx);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/cpu/context.h"
+#include "kernels/fp8_types.h"
 
 namespace dsv3::model {
 
@@ -47,7 +48,20 @@ struct GroupedLinearRef {
   int64_t n = 0;
   int64_t k = 0;
   GemmMode mode = GemmMode::kFp32;
+  // FP8 only: the scale format of x's 1x128 tiles (Fprop, and the Wgrad's re-quantisation source)
+  // and of dy's 1x128 tiles (Dgrad). The routed experts use power-of-two (UE8M0) scales where
+  // their rows cross the expert-parallel all-to-all (spec §5.7; LocalExperts).
+  kernels::ScaleFormat x_scales = kernels::ScaleFormat::kFp32;
+  kernels::ScaleFormat dy_scales = kernels::ScaleFormat::kFp32;
 };
+
+// x <- its FP8 value: quantised in 1x128 tiles with `format` scales and dequantised, in place.
+// With kUe8m0, doing it twice gives the first result again, bit for bit (a tile's largest code is
+// at least 224, so the second scale is the first or half of it and every code is exact), and an
+// FP8 GEMM quantising the result with UE8M0 scales sees exactly the first pass's values.
+//   x: [rows, cols] row-major
+void RoundThroughE4M3(const kernels::CpuContext& ctx, kernels::ScaleFormat format, float* x,
+                      int64_t rows, int64_t cols);
 
 //   x: [rows, k]   rows_per_expert: [experts]   y: [rows, n] (overwritten); rows = sum of counts
 void GroupedLinearForward(const kernels::CpuContext& ctx, const GroupedLinearRef& lin,

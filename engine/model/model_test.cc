@@ -4,14 +4,19 @@
 // against the PyTorch reference are tested by tests/integration/model_eval_test.py.
 #include "engine/model/model.h"
 
+#include <bit>
 #include <cmath>
+#include <numeric>
 #include <optional>
 #include <random>
 
 #include "common/status_matchers.h"
+#include "engine/model/ffn.h"
 #include "engine/model/linear.h"
 #include "engine/model/parameters.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/grouped_gemm.h"
+#include "kernels/cpu/quantize.h"
 
 namespace dsv3::model {
 namespace {
@@ -304,6 +309,114 @@ TEST(ModelTest, StageMisuseIsAnError) {
   // The activations are released by the backward: a second one is refused.
   EXPECT_EQ(model->BackwardStage(saved.get(), nullptr, d_input.data()).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(Fp8DispatchTest, RoundingThroughFp8WithPowerOfTwoScalesTwiceChangesNothing) {
+  // Rows of every magnitude (tiny tiles under the amax floor, subnormal codes, a partial last
+  // tile, zeros, tiles whose largest code rounds down to 224): the second rounding is exact.
+  const kernels::CpuContext ctx;
+  const int64_t rows = 64, cols = 300;
+  std::mt19937_64 rng(4);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float scale = std::ldexp(1.0f, static_cast<int>(r % 40) - 30);
+    for (int64_t c = 0; c < cols; ++c) x[r * cols + c] = normal(rng) * scale;
+  }
+  for (int64_t c = 0; c < cols; ++c) x[3 * cols + c] = 0.0f;
+  // Largest magnitude just above 224 x 2^k: its code rounds down to 224 (the scale halves).
+  for (int64_t c = 0; c < 128; ++c) x[5 * cols + c] = c == 0 ? 229.0f : 1.0f;
+  std::vector<float> once = x;
+  RoundThroughE4M3(ctx, kernels::ScaleFormat::kUe8m0, once.data(), rows, cols);
+  std::vector<float> twice = once;
+  RoundThroughE4M3(ctx, kernels::ScaleFormat::kUe8m0, twice.data(), rows, cols);
+  int changed = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_EQ(std::bit_cast<uint32_t>(twice[i]), std::bit_cast<uint32_t>(once[i])) << i;
+    changed += once[i] != x[i];
+  }
+  EXPECT_GT(changed, static_cast<int>(x.size()) / 2);  // the first rounding did round
+  // The scale format matters: amax / 448 scales round many values differently.
+  std::vector<float> f32 = x;
+  RoundThroughE4M3(ctx, kernels::ScaleFormat::kFp32, f32.data(), rows, cols);
+  int differ = 0;
+  for (size_t i = 0; i < x.size(); ++i) differ += f32[i] != once[i];
+  EXPECT_GT(differ, static_cast<int>(x.size()) / 10);
+}
+
+TEST(Fp8DispatchTest, RoutedExpertsQuantiseTheirRowsWithPowerOfTwoScales) {
+  // The FP8 experts' output equals the grouped GEMMs run on rows quantised with UE8M0 scales, and
+  // rows that already came through that rounding (an expert-parallel dispatch) give the same bits.
+  ModelConfig c = SmallConfig();
+  c.hidden_size = 160;  // one full and one partial 1x128 tile per row
+  c.moe_intermediate_size = 48;
+  ParameterSet params(ParameterLayout::Build(c));
+  InitParameters(2, 0.05, &params);
+  const std::string prefix = "model.layers.1.mlp.";
+  LocalExperts experts(c, &params, prefix, GemmMode::kFp8, 0, c.n_routed_experts);
+  const kernels::CpuContext ctx;
+  const int64_t d = c.hidden_size, inter = c.moe_intermediate_size, e = c.n_routed_experts;
+  std::vector<int64_t> counts(static_cast<size_t>(e));
+  for (int64_t j = 0; j < e; ++j) counts[j] = 3 + j;
+  const int64_t rows = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+  std::mt19937_64 rng(8);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  FloatBuffer x = Floats(rows * d);
+  for (float& v : x) v = normal(rng) * 3.0f;
+  FloatBuffer rounded = x;
+  RoundThroughE4M3(ctx, kernels::ScaleFormat::kUe8m0, rounded.data(), rows, d);
+
+  auto run = [&](const FloatBuffer& in) {
+    std::vector<float> y(static_cast<size_t>(rows * d));
+    LocalExperts::Cache cache;
+    experts.Forward(ctx, in, counts.data(), rows, y.data(), &cache);
+    return y;
+  };
+  const std::vector<float> y = run(x);
+  EXPECT_EQ(run(rounded), y);
+  // By hand: gate|up on the UE8M0 codes of x.
+  const float* w_gu = params.value(prefix + "experts.0.gate_proj.weight");
+  std::vector<uint8_t> xq(static_cast<size_t>(rows * d));
+  std::vector<float> xs(static_cast<size_t>(rows * kernels::NumTiles(d)));
+  kernels::Quantize1x128(ctx, {.scale_format = kernels::ScaleFormat::kUe8m0}, x.data(), rows, d,
+                         xq.data(), xs.data());
+  std::vector<uint8_t> wq(static_cast<size_t>(e * 2 * inter * d));
+  std::vector<float> ws(static_cast<size_t>(e * kernels::NumTiles(2 * inter) * kernels::NumTiles(d)));
+  for (int64_t j = 0; j < e; ++j) {
+    kernels::Quantize128x128(ctx, {}, w_gu + j * 2 * inter * d, 2 * inter, d,
+                             wq.data() + j * 2 * inter * d,
+                             ws.data() + j * kernels::NumTiles(2 * inter) * kernels::NumTiles(d));
+  }
+  std::vector<float> gu(static_cast<size_t>(rows * 2 * inter));
+  kernels::GroupedGemmFpropFp8(ctx, {.accumulate = false}, xq.data(), xs.data(), wq.data(),
+                               ws.data(), counts.data(), e, 2 * inter, d, gu.data());
+  LocalExperts::Cache cache;
+  std::vector<float> unused(static_cast<size_t>(rows * d));
+  experts.Forward(ctx, x, counts.data(), rows, unused.data(), &cache);
+  ASSERT_EQ(cache.gu.size(), gu.size());
+  EXPECT_TRUE(std::equal(gu.begin(), gu.end(), cache.gu.begin()));
+  // With FP32 scales the codes differ (so the check above can fail).
+  kernels::Quantize1x128(ctx, {}, x.data(), rows, d, xq.data(), xs.data());
+  std::vector<float> gu32(gu.size());
+  kernels::GroupedGemmFpropFp8(ctx, {.accumulate = false}, xq.data(), xs.data(), wq.data(),
+                               ws.data(), counts.data(), e, 2 * inter, d, gu32.data());
+  EXPECT_NE(gu32, gu);
+
+  // Backward: output gradients that came through the rounding give the same bits.
+  std::vector<float> dy(static_cast<size_t>(rows * d));
+  for (float& v : dy) v = normal(rng) * 1e-3f;
+  std::vector<float> dy8 = dy;
+  RoundThroughE4M3(ctx, kernels::ScaleFormat::kUe8m0, dy8.data(), rows, d);
+  auto backward = [&](const std::vector<float>& g) {
+    std::fill(params.grads.begin(), params.grads.end(), 0.0f);
+    LocalExperts::Cache cb;
+    std::vector<float> out(static_cast<size_t>(rows * d));
+    experts.Forward(ctx, x, counts.data(), rows, out.data(), &cb);
+    std::vector<float> dx(static_cast<size_t>(rows * d));
+    experts.Backward(ctx, g.data(), counts.data(), rows, &cb, dx.data());
+    return std::make_pair(dx, std::vector<float>(params.grads.begin(), params.grads.end()));
+  };
+  EXPECT_EQ(backward(dy8), backward(dy));
 }
 
 TEST(ParametersTest, LayoutIsContiguousAndFusesGateUp) {

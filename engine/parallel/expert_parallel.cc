@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/cpu/quantize.h"
 
 namespace dsv3::parallel {
 namespace {
@@ -59,6 +60,72 @@ struct EpCache : model::ExpertExecutor::Cache {
   model::LocalExperts::Cache experts;
 };
 
+// FP8 rows on the wire (spec §5.7): a row is its d E4M3 codes, then one byte per 1x128 tile, the
+// biased exponent of the tile's power-of-two scale (its FP32 bits >> 23: UE8M0 scales are exact
+// powers of two, positive and normal, so the byte is the whole scale; a NaN or infinite scale
+// comes back infinite, which dequantises the tile's codes to the same NaNs and infinities).
+int64_t Fp8RowBytes(int64_t d) { return d + kernels::NumTiles(d); }
+
+void PackFp8Rows(const kernels::CpuContext& ctx, const float* x, int64_t rows, int64_t d,
+                 uint8_t* out) {
+  const int64_t tiles = kernels::NumTiles(d);
+  std::vector<uint8_t> q(static_cast<size_t>(rows * d));
+  std::vector<float> scales(static_cast<size_t>(rows * tiles));
+  kernels::Quantize1x128(ctx, {.scale_format = kernels::ScaleFormat::kUe8m0}, x, rows, d,
+                         q.data(), scales.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* row = out + r * Fp8RowBytes(d);
+    std::memcpy(row, q.data() + r * d, static_cast<size_t>(d));
+    for (int64_t t = 0; t < tiles; ++t) {
+      uint32_t bits;
+      std::memcpy(&bits, &scales[r * tiles + t], sizeof(bits));
+      row[d + t] = static_cast<uint8_t>(bits >> 23);
+    }
+  }
+}
+
+void UnpackFp8Rows(const kernels::CpuContext& ctx, const uint8_t* in, int64_t rows, int64_t d,
+                   float* x) {
+  const int64_t tiles = kernels::NumTiles(d);
+  std::vector<uint8_t> q(static_cast<size_t>(rows * d));
+  std::vector<float> scales(static_cast<size_t>(rows * tiles));
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = in + r * Fp8RowBytes(d);
+    std::memcpy(q.data() + r * d, row, static_cast<size_t>(d));
+    for (int64_t t = 0; t < tiles; ++t) {
+      const uint32_t bits = static_cast<uint32_t>(row[d + t]) << 23;
+      std::memcpy(&scales[r * tiles + t], &bits, sizeof(bits));
+    }
+  }
+  kernels::Dequantize1x128(ctx, q.data(), scales.data(), rows, d, x);
+}
+
+// Rows [r, d] from send_rows[p] rows per peer to recv_rows[p] per peer: FP32, or FP8 packed as
+// above (the FP8 recipe's dispatch direction).
+absl::Status ExchangeRows(const kernels::CpuContext& ctx, Communicator* comm, bool fp8,
+                          const float* send, const std::vector<size_t>& send_elems, float* recv,
+                          const std::vector<size_t>& recv_elems, int64_t d) {
+  if (!fp8) {
+    return Wait(comm->AllToAll(send, send_elems, recv, recv_elems, DataType::kFloat32));
+  }
+  const int64_t rb = Fp8RowBytes(d);
+  std::vector<size_t> send_bytes(send_elems.size()), recv_bytes(recv_elems.size());
+  int64_t send_rows = 0, recv_rows = 0;
+  for (size_t p = 0; p < send_elems.size(); ++p) {
+    send_bytes[p] = send_elems[p] / d * rb;
+    recv_bytes[p] = recv_elems[p] / d * rb;
+    send_rows += static_cast<int64_t>(send_elems[p]) / d;
+    recv_rows += static_cast<int64_t>(recv_elems[p]) / d;
+  }
+  std::vector<uint8_t> out(static_cast<size_t>(send_rows * rb));
+  std::vector<uint8_t> in(static_cast<size_t>(recv_rows * rb));
+  PackFp8Rows(ctx, send, send_rows, d, out.data());
+  RETURN_IF_ERROR(
+      Wait(comm->AllToAll(out.data(), send_bytes, in.data(), recv_bytes, DataType::kUint8)));
+  UnpackFp8Rows(ctx, in.data(), recv_rows, d, recv);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ExpertRange> ExpertsOfRank(int64_t n_experts, int rank, int size) {
@@ -77,8 +144,8 @@ absl::StatusOr<std::shared_ptr<ExpertParallelExecutor>> ExpertParallelExecutor::
   ASSIGN_OR_RETURN(const ExpertRange range,
                    ExpertsOfRank(config.n_routed_experts, comm->rank(), comm->size()));
   model::LocalExperts experts(config, params, prefix, mode, range.first, range.count);
-  return std::shared_ptr<ExpertParallelExecutor>(
-      new ExpertParallelExecutor(comm, range, config.hidden_size, std::move(experts)));
+  return std::shared_ptr<ExpertParallelExecutor>(new ExpertParallelExecutor(
+      comm, range, config.hidden_size, mode == model::GemmMode::kFp8, std::move(experts)));
 }
 
 absl::Status ExpertParallelExecutor::Forward(const kernels::CpuContext& ctx, FloatBuffer u_perm,
@@ -118,8 +185,8 @@ absl::Status ExpertParallelExecutor::Forward(const kernels::CpuContext& ctx, Flo
   }
   // 2. Dispatch: the rows are already grouped by owner (experts are contiguous per rank).
   FloatBuffer received = model::Floats(l.total * d);
-  RETURN_IF_ERROR(Wait(comm_->AllToAll(u_perm.data(), c->send_elems, received.data(),
-                                       l.elems_per_peer, DataType::kFloat32)));
+  RETURN_IF_ERROR(ExchangeRows(ctx, comm_, fp8_dispatch_, u_perm.data(), c->send_elems,
+                               received.data(), l.elems_per_peer, d));
   model::FreeBuffer(&u_perm);
   FloatBuffer x = model::Floats(l.total * d);
   Reorder(l, d, /*expert_major=*/true, received.data(), x.data());
@@ -144,8 +211,8 @@ absl::Status ExpertParallelExecutor::Backward(const kernels::CpuContext& ctx, co
   const int64_t d = hidden_;
   // Output gradients travel like the dispatch, input gradients like the combine.
   FloatBuffer received = model::Floats(l.total * d);
-  RETURN_IF_ERROR(Wait(comm_->AllToAll(d_eo, c->send_elems, received.data(), l.elems_per_peer,
-                                       DataType::kFloat32)));
+  RETURN_IF_ERROR(ExchangeRows(ctx, comm_, fp8_dispatch_, d_eo, c->send_elems, received.data(),
+                               l.elems_per_peer, d));
   FloatBuffer dy = model::Floats(l.total * d);
   Reorder(l, d, /*expert_major=*/true, received.data(), dy.data());
   FloatBuffer dx = model::Floats(l.total * d);

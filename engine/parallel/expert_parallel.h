@@ -5,9 +5,11 @@
 // the owner runs its experts on everything it received, and the outputs return (combine
 // all-to-all); the backward sends output gradients the same way and input gradients back. The
 // router, permutation, weighted combine and shared experts stay on the token's rank
-// (engine/model/ffn.h). Rows travel in FP32 (the fp8 recipe's FP8 dispatch is not done yet).
-// Not here: choosing the group (the planner), reducing expert gradients across data-parallel
-// replicas (ZeRO), node-limited group placement.
+// (engine/model/ffn.h). In FP8 mode the dispatch direction (forward rows, backward output
+// gradients) carries E4M3 codes with power-of-two scales, a quarter of the FP32 bytes (spec §5.7);
+// the experts quantise their rows that way with or without expert parallelism, so the results are
+// the same bits. The combine direction carries FP32. Not here: choosing the group (the planner),
+// reducing expert gradients across data-parallel replicas (ZeRO), node-limited group placement.
 #ifndef DSV3_ENGINE_PARALLEL_EXPERT_PARALLEL_H_
 #define DSV3_ENGINE_PARALLEL_EXPERT_PARALLEL_H_
 
@@ -53,13 +55,18 @@ class ExpertParallelExecutor : public model::ExpertExecutor {
                         float* du_perm) override;
 
  private:
-  ExpertParallelExecutor(Communicator* comm, ExpertRange range, int64_t hidden,
+  ExpertParallelExecutor(Communicator* comm, ExpertRange range, int64_t hidden, bool fp8_dispatch,
                          model::LocalExperts experts)
-      : comm_(comm), range_(range), hidden_(hidden), experts_(std::move(experts)) {}
+      : comm_(comm),
+        range_(range),
+        hidden_(hidden),
+        fp8_dispatch_(fp8_dispatch),
+        experts_(std::move(experts)) {}
 
   Communicator* comm_;
   ExpertRange range_;
   int64_t hidden_;
+  bool fp8_dispatch_;
   model::LocalExperts experts_;
 };
 

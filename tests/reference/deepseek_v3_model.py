@@ -220,7 +220,8 @@ class Precision:
             (block Linears, MTP eh_proj, lm_head, and their backward GEMMs); the attention core
             (QK^T, PV), norms, softmax, loss and the router stay FP32
       fp8   float32 tensors; the block Linears (attention projections, dense FFN, shared and routed
-            experts) and the MTP eh_proj run their three GEMMs in E4M3 (model_numerics.Fp8Linear);
+            experts) and the MTP eh_proj run their three GEMMs in E4M3 (model_numerics.Fp8Linear;
+            the routed experts with power-of-two scales where a dispatch carries their rows);
             embedding, lm_head, router, norms and the attention core stay FP32
     """
 
@@ -277,13 +278,16 @@ class Embedding(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """FFN(u) = down( SiLU(gate(u)) * up(u) ) (spec §3.1). Used for dense FFNs and experts."""
+    """FFN(u) = down( SiLU(gate(u)) * up(u) ) (spec §3.1). Used for dense FFNs and experts.
+    routed: a routed expert, whose fp8 input rows and down-projection output gradients are FP8
+    with power-of-two scales (what an expert-parallel dispatch carries; docs/decisions.md)."""
 
-    def __init__(self, dim, inter, mode):
+    def __init__(self, dim, inter, mode, routed=True):
         super().__init__()
         self.gate_proj = Linear(dim, inter, mode)
         self.up_proj = Linear(dim, inter, mode)
         self.down_proj = Linear(inter, dim, mode)
+        self.routed = routed
 
     def forward(self, u):
         # gate_proj and up_proj run as ONE GEMM over the stacked [2I, d] weight (DeepGEMM's fused
@@ -291,8 +295,10 @@ class SwiGLU(nn.Module):
         # therefore blocks of the stacked matrix. Other modes are unaffected (rows are independent).
         inter = self.gate_proj.weight.shape[0]
         w = torch.cat([self.gate_proj.weight, self.up_proj.weight], 0)
-        gate, up = model_numerics.linear(u, w, self.gate_proj.mode).split(inter, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        gate, up = model_numerics.linear(u, w, self.gate_proj.mode,
+                                         dispatched_x=self.routed).split(inter, dim=-1)
+        return model_numerics.linear(F.silu(gate) * up, self.down_proj.weight,
+                                     self.down_proj.mode, dispatched_dy=self.routed)
 
 
 # ---- RoPE (spec §2.3, §2.4, §11.7) ---------------------------------------------------------------
@@ -424,7 +430,7 @@ class MoE(nn.Module):
         mode = prec.gemm_mode("block")
         self.gate = Gate(cfg)
         self.experts = nn.ModuleList(
-            SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size, mode)
+            SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size, mode, routed=True)
             for _ in range(cfg.n_routed_experts))
         if cfg.n_shared_experts > 0:
             self.shared_experts = SwiGLU(

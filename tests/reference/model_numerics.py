@@ -9,6 +9,8 @@ The quantiser follows kernels/cpu/quantize.h exactly (every op IEEE FP32, round 
     inv  = 1 / s                                   (FP32)
     q    = e4m3(fp32(x * inv))                     (RNE, saturating to +-448)
     x'   = q * s                                   (dequantised, FP32)
+With power-of-two (UE8M0) scales, s = 2^ceil(log2(s)) exactly; the routed experts use them for the
+rows an expert-parallel dispatch carries (docs/decisions.md, "FP8 dispatch").
 The FP8 GEMM follows kernels/cpu/gemm.h bit for bit: per 128-element K block an FP32 sum of the
 exact code products in a fixed order, then C = fma(P, s_a * s_b, C) across blocks in order.
 """
@@ -122,20 +124,30 @@ def _pad_to_tiles(x, dim):
     return torch.cat([x, torch.zeros(shape, dtype=x.dtype)], dim=dim)
 
 
-def _scale_from_amax(amax):
+def _round_up_to_power_of_two(s):
+    """2^ceil(log2(s)) of positive float32 s, exact from the bits (inf and NaN unchanged)."""
+    bits = _f32_bits(s)
+    exponent = bits & 0x7F800000
+    up = torch.where((bits & 0x7FFFFF) != 0, exponent + 0x800000, exponent)
+    return torch.where(exponent == 0x7F800000, s, _bits_f32(up))
+
+
+def _scale_from_amax(amax, ue8m0=False):
     s = torch.clamp(amax, min=AMAX_FLOOR) / E4M3_MAX  # FP32 division; NaN propagates
+    if ue8m0:
+        s = _round_up_to_power_of_two(s)
     inv = torch.ones_like(s) / s
     return s, inv
 
 
-def quantize_1x128(x):
-    """Activations [M, K] float32 in 1x128 tiles along K.
+def quantize_1x128(x, ue8m0=False):
+    """Activations [M, K] float32 in 1x128 tiles along K (power-of-two scales with ue8m0).
     Returns q [M, Kp] (E4M3 values as float32, K zero-padded to a multiple of 128) and
     s [M, Kp/128] float32 scales."""
     m = x.shape[0]
     xp = _pad_to_tiles(x.contiguous(), 1)
     tiles = xp.view(m, -1, TILE)
-    s, inv = _scale_from_amax(tiles.abs().amax(dim=2))
+    s, inv = _scale_from_amax(tiles.abs().amax(dim=2), ue8m0)
     q = e4m3_round(tiles * inv[:, :, None])
     return q.view(m, -1), s
 
@@ -201,24 +213,34 @@ def fp8_gemm(qa, sa, a_rows_per_scale, qb, sb, b_rows_per_scale):
     return c
 
 
+def round_through_e4m3_ue8m0(x):
+    """x [M, K] float32 -> its FP8 value in 1x128 tiles with power-of-two scales."""
+    q, s = quantize_1x128(x, ue8m0=True)
+    return dequantize_1x128(q, s)[:, :x.shape[1]]
+
+
 class Fp8Linear(torch.autograd.Function):
     """y = x . w^T with all three GEMMs in E4M3 (spec §5.4, §11.9, kernels/cpu/quantize.h):
       Fprop  y  = x . w^T : x in 1x128 tiles along K, w in 128x128 blocks
       Dgrad  dx = dy . w  : dy in 1x128 tiles along N; w's blocks transposed (no re-quantisation)
       Wgrad  dw = dy^T . x: dy in 128x1 tiles (1x128 along the tokens of dy^T), and the cached x
                             dequantised from its 1x128 tiles and re-quantised as 128x1 tiles.
-    x [M, K], w [N, K] float32; y [M, N] float32."""
+    x [M, K], w [N, K] float32; y [M, N] float32.
+    dispatched_x: x's 1x128 scales are powers of two (the rows an expert-parallel dispatch
+    carries); dispatched_dy: dy is first rounded to FP8 with power-of-two scales (the backward
+    dispatch), and both backward GEMMs use that (the Dgrad's 1x128 tiles with the same scales)."""
 
     @staticmethod
-    def forward(ctx, x, w):
+    def forward(ctx, x, w, dispatched_x=False, dispatched_dy=False):
         x, w = x.contiguous(), w.contiguous()
         m, k = x.shape
         n = w.shape[0]
-        xq, xs = quantize_1x128(x)
+        xq, xs = quantize_1x128(x, ue8m0=dispatched_x)
         wq, ws = quantize_128x128(w)
         y = fp8_gemm(xq, xs, 1, wq, ws, TILE)[:m, :n]
         ctx.save_for_backward(xq, xs, wq, ws)
         ctx.dims = (m, k, n)
+        ctx.dispatched_dy = dispatched_dy
         return y
 
     @staticmethod
@@ -226,9 +248,11 @@ class Fp8Linear(torch.autograd.Function):
         xq, xs, wq, ws = ctx.saved_tensors
         m, k, n = ctx.dims
         dy = dy.contiguous().float()
+        if ctx.dispatched_dy:
+            dy = round_through_e4m3_ue8m0(dy)
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dyq, dys = quantize_1x128(dy)  # [M, Np]
+            dyq, dys = quantize_1x128(dy, ue8m0=ctx.dispatched_dy)  # [M, Np]
             # B = w^T [Kp, Np]: the codes and the block scales transposed.
             dx = fp8_gemm(dyq, dys, 1, wq.T.contiguous(), ws.T.contiguous(), TILE)[:m, :k]
         if ctx.needs_input_grad[1]:
@@ -236,7 +260,7 @@ class Fp8Linear(torch.autograd.Function):
             xr = dequantize_1x128(xq, xs)[:, :k]  # [M, K]
             xtq, xts = quantize_1x128(xr.T.contiguous())  # x^T [K, Mp]
             dw = fp8_gemm(dytq, dyts, 1, xtq, xts, 1)[:n, :k]
-        return dx, dw
+        return dx, dw, None, None
 
 
 class Bf16Linear(torch.autograd.Function):
@@ -258,12 +282,16 @@ class Bf16Linear(torch.autograd.Function):
         return dx, dw
 
 
-def linear(x, w, mode):
+def linear(x, w, mode, dispatched_x=False, dispatched_dy=False):
     """x [..., K] . w[N, K]^T in the given GEMM mode: 'full' (the tensors' own dtype, fp32 or
-    fp64), 'bf16' or 'fp8' (both float32 in and out)."""
+    fp64), 'bf16' or 'fp8' (both float32 in and out). The dispatched_* flags (fp8 only, see
+    Fp8Linear) are the routed experts'."""
     if mode == "full":
         return x @ w.T
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
-    fn = Fp8Linear if mode == "fp8" else Bf16Linear
-    return fn.apply(x2, w).reshape(*shape[:-1], w.shape[0])
+    if mode == "fp8":
+        y = Fp8Linear.apply(x2, w, dispatched_x, dispatched_dy)
+    else:
+        y = Bf16Linear.apply(x2, w)
+    return y.reshape(*shape[:-1], w.shape[0])
