@@ -131,6 +131,14 @@ absl::StatusOr<v1::Placement> PlanPlacement(const v1::JobSpec& spec,
 
   const int64_t ep = layout.expert_parallel;
   const int64_t experts = spec.model().n_routed_experts();
+  // Shards that together hold one routing group (model.n_group contiguous blocks of experts): 1
+  // when a shard holds whole groups, or when group and shard boundaries cannot line up anyway.
+  const int64_t group_experts = experts / std::max<int64_t>(1, spec.model().n_group());
+  const int64_t shard_experts = experts / ep;
+  const int64_t shards_per_routing_group =
+      group_experts > shard_experts && group_experts % shard_experts == 0
+          ? group_experts / shard_experts
+          : 1;
   v1::Placement placement;
   placement.set_epoch(previous_epoch + 1);
   placement.set_world_size(layout.world_size);
@@ -155,7 +163,9 @@ absl::StatusOr<v1::Placement> PlanPlacement(const v1::JobSpec& spec,
           group.push_back(fit->workers[fit->next++]);
         }
       } else {
-        // No node holds the group: span as few nodes as possible, most free first.
+        // No node holds the group: span as few nodes as possible, most free first, giving each
+        // node whole routing groups where it can hold one, so that a token limited to topk_group
+        // routing groups reaches at most topk_group nodes (spec §3.2's node-limited routing).
         while (static_cast<int64_t>(group.size()) < ep) {
           NodeWorkers* most = nullptr;
           for (NodeWorkers& n : nodes) {
@@ -164,9 +174,10 @@ absl::StatusOr<v1::Placement> PlanPlacement(const v1::JobSpec& spec,
             }
           }
           // PlanLayout guarantees world_size <= workers.size(), so a free worker exists.
-          while (most->free() > 0 && static_cast<int64_t>(group.size()) < ep) {
-            group.push_back(most->workers[most->next++]);
-          }
+          int64_t take = std::min(static_cast<int64_t>(most->free()),
+                                  ep - static_cast<int64_t>(group.size()));
+          if (take >= shards_per_routing_group) take -= take % shards_per_routing_group;
+          for (int64_t i = 0; i < take; ++i) group.push_back(most->workers[most->next++]);
         }
       }
       for (int64_t shard = 0; shard < ep; ++shard) {

@@ -268,6 +268,32 @@ TEST(PlannerTest, AsManyExpertGroupsAsTheNodesHoldStayOnOneNode) {
   EXPECT_EQ(single_node, 3);
 }
 
+TEST(PlannerTest, AGroupSpanningNodesGivesEachNodeWholeRoutingGroups) {
+  // 16 experts in 2 routing groups of 8; expert parallel 4 (4 experts a shard): a routing group is
+  // 2 shards. Nodes a and b hold 3 workers each, so the group spans both; 3 + 1 would cut routing
+  // group 1 in two, so each node takes 2 shards and a token's 1 chosen group stays on one node.
+  v1::JobSpec spec = DesignSpec();
+  spec.mutable_model()->set_n_group(2);
+  spec.mutable_parallel()->set_pipeline_parallel(1);
+  spec.mutable_parallel()->set_expert_parallel(4);
+  spec.mutable_parallel()->set_max_workers(4);
+  absl::StatusOr<v1::Placement> p = Plan(spec, Workers(6, {"node-a", "node-b"}));
+  ASSERT_THAT(p, IsOk());
+  EXPECT_EQ(p->world_size(), 4);
+  EXPECT_EQ(p->expert_parallel(), 4);
+  std::map<int64_t, std::set<std::string>> nodes_of_routing_group;
+  for (const v1::RankPlacement& r : p->ranks()) {
+    for (int64_t e = r.expert_begin(); e < r.expert_end(); ++e) {
+      nodes_of_routing_group[e / 8].insert(r.node());
+    }
+  }
+  ASSERT_EQ(nodes_of_routing_group.size(), 2u);
+  for (const auto& [g, nodes] : nodes_of_routing_group) {
+    EXPECT_EQ(nodes.size(), 1u) << "routing group " << g;
+  }
+  EXPECT_NE(*nodes_of_routing_group[0].begin(), *nodes_of_routing_group[1].begin());
+}
+
 TEST(PlannerTest, SparesAreTakenFromNodesThatCannotHoldAGroup) {
   std::vector<PlannerWorker> w = Workers(8, {"node-b", "node-c"});
   w.push_back(PlannerWorker{"id-lonely", "lonely", "node-a"});  // a node with one worker
