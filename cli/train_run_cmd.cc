@@ -537,12 +537,18 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
     std::shared_ptr<parallel::Communicator> pipeline = split(j, stage);
     std::shared_ptr<parallel::Communicator> mates = split(stage, j);
     std::shared_ptr<parallel::Communicator> experts = split(flags.rank / ep, flags.rank % ep);
+    // The same group again for the backward's all-to-alls, so F&B pairs can overlap.
+    std::shared_ptr<parallel::Communicator> experts_backward =
+        split(flags.rank / ep, flags.rank % ep);
     if (!split_status.ok()) {
       return Failure{1, absl::StrCat("rank ", flags.rank, ": forming the pipeline, data- and "
                                      "expert-parallel groups: ", split_status.message())};
     }
     options->data_parallel = std::move(mates);
-    if (ep > 1) options->expert_parallel = std::move(experts);
+    if (ep > 1) {
+      options->expert_parallel = std::move(experts);
+      options->expert_parallel_backward = std::move(experts_backward);
+    }
     if (layout->pipeline_parallel > 1) {
       options->pipeline = std::move(pipeline);
       options->world = std::move(world);

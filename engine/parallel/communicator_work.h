@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/rank_position.h"
+#include "engine/parallel/compute_token.h"
 #include "engine/parallel/communicator.h"
 
 namespace dsv3::parallel {
@@ -37,6 +38,8 @@ class StateWork : public Work {
   ~StateWork() override;
   absl::Status Wait(absl::Duration timeout) override {
     ScopedPeerWait waiting;  // for liveness reports (common/rank_position.h)
+    if (state_->IsCompleted()) return state_->Wait(timeout);
+    ScopedComputeYield yield;  // the other chunk of an overlapped F&B computes meanwhile
     return state_->Wait(timeout);
   }
   bool IsCompleted() override { return state_->IsCompleted(); }

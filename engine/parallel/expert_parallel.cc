@@ -140,12 +140,19 @@ absl::StatusOr<ExpertRange> ExpertsOfRank(int64_t n_experts, int rank, int size)
 
 absl::StatusOr<std::shared_ptr<ExpertParallelExecutor>> ExpertParallelExecutor::Create(
     Communicator* comm, const ModelConfig& config, model::ParameterSet* params,
-    const std::string& prefix, model::GemmMode mode) {
+    const std::string& prefix, model::GemmMode mode, Communicator* backward_comm) {
   ASSIGN_OR_RETURN(const ExpertRange range,
                    ExpertsOfRank(config.n_routed_experts, comm->rank(), comm->size()));
+  if (backward_comm == nullptr) backward_comm = comm;
+  if (backward_comm->rank() != comm->rank() || backward_comm->size() != comm->size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert parallelism: the backward communicator is rank ", backward_comm->rank(), " of ",
+        backward_comm->size(), ", the forward one rank ", comm->rank(), " of ", comm->size()));
+  }
   model::LocalExperts experts(config, params, prefix, mode, range.first, range.count);
-  return std::shared_ptr<ExpertParallelExecutor>(new ExpertParallelExecutor(
-      comm, range, config.hidden_size, mode == model::GemmMode::kFp8, std::move(experts)));
+  return std::shared_ptr<ExpertParallelExecutor>(
+      new ExpertParallelExecutor(comm, backward_comm, range, config.hidden_size,
+                                 mode == model::GemmMode::kFp8, std::move(experts)));
 }
 
 absl::Status ExpertParallelExecutor::Forward(const kernels::CpuContext& ctx, FloatBuffer u_perm,
@@ -211,15 +218,15 @@ absl::Status ExpertParallelExecutor::Backward(const kernels::CpuContext& ctx, co
   const int64_t d = hidden_;
   // Output gradients travel like the dispatch, input gradients like the combine.
   FloatBuffer received = model::Floats(l.total * d);
-  RETURN_IF_ERROR(ExchangeRows(ctx, comm_, fp8_dispatch_, d_eo, c->send_elems, received.data(),
-                               l.elems_per_peer, d));
+  RETURN_IF_ERROR(ExchangeRows(ctx, backward_comm_, fp8_dispatch_, d_eo, c->send_elems,
+                               received.data(), l.elems_per_peer, d));
   FloatBuffer dy = model::Floats(l.total * d);
   Reorder(l, d, /*expert_major=*/true, received.data(), dy.data());
   FloatBuffer dx = model::Floats(l.total * d);
   experts_.Backward(ctx, dy.data(), l.rows_per_expert.data(), l.total, &c->experts, dx.data());
   Reorder(l, d, /*expert_major=*/false, dx.data(), received.data());
-  return Wait(comm_->AllToAll(received.data(), l.elems_per_peer, du_perm, c->send_elems,
-                              DataType::kFloat32));
+  return Wait(backward_comm_->AllToAll(received.data(), l.elems_per_peer, du_perm, c->send_elems,
+                                       DataType::kFloat32));
 }
 
 }  // namespace dsv3::parallel

@@ -37,10 +37,14 @@ class ExpertParallelExecutor : public model::ExpertExecutor {
  public:
   // `comm` is the expert-parallel group (not owned; it must outlive the executor). The layer's
   // weights under `prefix` ("model.layers.{i}.mlp.") in `params`: only this rank's experts are
-  // read and get gradients. Errors: those of ExpertsOfRank for comm's rank and size.
+  // read and get gradients. `backward_comm` (nullable: comm) is a second communicator over the
+  // same ranks in the same order for the backward's all-to-alls, so that a forward and a backward
+  // chunk can run overlapped (pipeline_executor.h, F&B) and each communicator still sees its
+  // operations in the same order on every rank. Errors: those of ExpertsOfRank for comm's rank
+  // and size; INVALID_ARGUMENT when backward_comm's rank or size differ from comm's.
   static absl::StatusOr<std::shared_ptr<ExpertParallelExecutor>> Create(
       Communicator* comm, const ModelConfig& config, model::ParameterSet* params,
-      const std::string& prefix, model::GemmMode mode);
+      const std::string& prefix, model::GemmMode mode, Communicator* backward_comm = nullptr);
 
   const ExpertRange& experts() const { return range_; }
 
@@ -55,15 +59,17 @@ class ExpertParallelExecutor : public model::ExpertExecutor {
                         float* du_perm) override;
 
  private:
-  ExpertParallelExecutor(Communicator* comm, ExpertRange range, int64_t hidden, bool fp8_dispatch,
-                         model::LocalExperts experts)
+  ExpertParallelExecutor(Communicator* comm, Communicator* backward_comm, ExpertRange range,
+                         int64_t hidden, bool fp8_dispatch, model::LocalExperts experts)
       : comm_(comm),
+        backward_comm_(backward_comm),
         range_(range),
         hidden_(hidden),
         fp8_dispatch_(fp8_dispatch),
         experts_(std::move(experts)) {}
 
   Communicator* comm_;
+  Communicator* backward_comm_;
   ExpertRange range_;
   int64_t hidden_;
   bool fp8_dispatch_;

@@ -1,15 +1,18 @@
 // The pipeline executor (pipeline_executor.h).
 #include "engine/parallel/pipeline_executor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/rank_position.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/linear.h"
+#include "engine/parallel/compute_token.h"
 #include "engine/parallel/schedule_format.h"
 
 namespace dsv3::parallel {
@@ -286,6 +289,30 @@ absl::StatusOr<PipelineStepResult> PipelineExecutor::RunStep(const MicroBatchSou
   };
 
   using Clock = std::chrono::steady_clock;
+  // The F&B pair on two threads taking turns (compute_token.h). The forward holds the token
+  // first; the backward starts computing when the forward first waits for communication. Every
+  // access to `st` and `result` happens with the token held, so the two never race.
+  auto forward_backward_overlapped = [&](const Op& op) -> absl::Status {
+    ComputeToken token;
+    const double waiting_before = result.seconds_waiting;
+    const auto start = Clock::now();
+    absl::Status forward_status, backward_status;
+    std::thread backward_thread;
+    {
+      ScopedComputeTurn turn(&token);
+      backward_thread = std::thread([&] {
+        ScopedComputeTurn backward_turn(&token);
+        backward_status = backward(op.backward, false);
+      });
+      forward_status = forward(op.chunk);
+    }
+    backward_thread.join();
+    // The rank computed while either chunk held the token; the rest of the op it waited.
+    const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+    result.seconds_waiting = waiting_before + std::max(0.0, wall - token.held_seconds());
+    return forward_status.ok() ? backward_status : forward_status;
+  };
+
   const auto step_start = Clock::now();
   const std::vector<Op>& ops = schedule_.ops[static_cast<size_t>(rank)];
   RankPosition& position = GlobalRankPosition();
@@ -309,8 +336,8 @@ absl::StatusOr<PipelineStepResult> PipelineExecutor::RunStep(const MicroBatchSou
         s = weight(op.chunk);
         break;
       case OpKind::kForwardBackward:
-        s = forward(op.chunk);
-        if (s.ok()) s = backward(op.backward, false);
+        s = options_.overlap_chunks ? forward_backward_overlapped(op) : forward(op.chunk);
+        if (s.ok() && !options_.overlap_chunks) s = backward(op.backward, false);
         break;
       case OpKind::kCommBatch:
         s = comm(op);

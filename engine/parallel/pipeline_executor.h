@@ -6,9 +6,11 @@
 //   B     full backward: the stage's input gradient and its parameter gradients.
 //   Bi    backward with the Linears' weight-gradient GEMMs deferred (model/linear.h), queued FIFO.
 //   W     runs the oldest deferred weight-gradient work.
-//   F&B   the forward chunk, then the backward chunk. Their point-to-point messages travel while
-//         the other chunk computes (see below); overlapping the expert all-to-alls of one chunk
-//         with the other's computation (spec §6.6) is not done yet.
+//   F&B   the forward chunk and the backward chunk of a pair (spec §6.6). With overlap_chunks
+//         each runs on its own thread and they take turns computing (compute_token.h): when one
+//         blocks on communication (an expert all-to-all, a pipeline transfer) the other computes,
+//         so one chunk's all-to-alls are hidden behind the other's attention and MLP, in the
+//         order the data dependencies allow. Without it: the forward chunk, then the backward.
 //   {..}  a batch of sends and receives, issued asynchronously (Communicator::SendRecv runs on
 //         the communicator's own thread, so the transfer overlaps the compute ops after it) and
 //         waited for only when an op needs a received buffer, or at the end of the step.
@@ -61,6 +63,12 @@ struct PipelineExecutorOptions {
   // of the step), so transfers overlap the compute ops issued after them. false: every batch is
   // waited for as soon as it is issued (for measuring what the overlap buys).
   bool overlap_communication = true;
+  // true: the two chunks of an F&B op overlap (see the top of this file). Only when the chunks'
+  // collectives cannot interleave differently on different ranks: the model has no expert-
+  // parallel layers, or their forward and backward all-to-alls use separate communicators
+  // (ExpertParallelExecutor::Create's backward_comm). With it, time in which neither chunk
+  // computes counts as waiting.
+  bool overlap_chunks = false;
 };
 
 class PipelineExecutor {

@@ -243,7 +243,8 @@ absl::Status Trainer::Init() {
           StrCat("model.layers.", o.model.first_k_dense_replace + l, ".mlp.");
       absl::StatusOr<std::shared_ptr<parallel::ExpertParallelExecutor>> executor =
           parallel::ExpertParallelExecutor::Create(o.expert_parallel.get(), o.model,
-                                                   &model_->parameters(), prefix, mode);
+                                                   &model_->parameters(), prefix, mode,
+                                                   o.expert_parallel_backward.get());
       if (!executor.ok()) {
         return absl::InvalidArgumentError(StrCat("expert parallelism over ", ep, " ranks: ",
                                                  executor.status().message()));
@@ -254,8 +255,14 @@ absl::Status Trainer::Init() {
   if (pp_size_ > 1) {
     ASSIGN_OR_RETURN(parallel::Schedule schedule,
                      parallel::BuildSchedule(o.schedule, pp_size_, o.micro_batches));
-    ASSIGN_OR_RETURN(pipeline_, parallel::PipelineExecutor::Create(std::move(schedule),
-                                                                   model_.get(), o.pipeline.get()));
+    parallel::PipelineExecutorOptions pipeline_options;
+    // The F&B pairs overlap unless split experts would share one communicator between them.
+    pipeline_options.overlap_chunks = o.expert_parallel == nullptr ||
+                                      o.expert_parallel->size() == 1 ||
+                                      o.expert_parallel_backward != nullptr;
+    ASSIGN_OR_RETURN(pipeline_, parallel::PipelineExecutor::Create(
+                                    std::move(schedule), model_.get(), o.pipeline.get(),
+                                    pipeline_options));
   }
   AdamWConfig adamw;
   adamw.weight_decay = o.weight_decay;

@@ -106,6 +106,11 @@ struct TrainerOptions {
   // runs all experts). Its ranks are also data-parallel ranks: each trains its own rows, and its
   // tokens reach the experts' owners by all-to-all. Its size must divide n_routed_experts.
   std::shared_ptr<parallel::Communicator> expert_parallel;
+  // A second communicator over the expert-parallel group (same ranks, same order) for the
+  // backward's all-to-alls. With it, a pipeline's F&B chunk pairs run overlapped (spec §6.6,
+  // pipeline_executor.h); without it (null) they run one after the other when the experts are
+  // split. Pipelines without expert parallelism always overlap them.
+  std::shared_ptr<parallel::Communicator> expert_parallel_backward;
   // Every rank of the job (P pipeline ranks x D data-parallel replicas): optimizer state is
   // sharded over it (ZeRO-1) and gradients, loss terms and expert loads are summed over it.
   // Required with a pipeline, of size P x D; without one it is data_parallel.

@@ -110,9 +110,13 @@ std::vector<RankRun> RunRanks(const Layout& layout, TrainerOptions options,
         absl::StatusOr<std::unique_ptr<parallel::Communicator>> ep =
             o.world->Split(r / layout.ep, r % layout.ep);
         if (!ep.ok()) return fail(ep.status());
+        absl::StatusOr<std::unique_ptr<parallel::Communicator>> ep_backward =
+            o.world->Split(r / layout.ep, r % layout.ep);
+        if (!ep_backward.ok()) return fail(ep_backward.status());
         o.pipeline = std::move(*pipe);
         o.data_parallel = std::move(*mates);
         o.expert_parallel = std::move(*ep);
+        o.expert_parallel_backward = std::move(*ep_backward);
       }
       absl::StatusOr<std::unique_ptr<Trainer>> trainer = Trainer::Create(o);
       if (!trainer.ok()) return fail(trainer.status());
