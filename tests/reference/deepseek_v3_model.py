@@ -282,7 +282,7 @@ class SwiGLU(nn.Module):
     routed: a routed expert, whose fp8 input rows and down-projection output gradients are FP8
     with power-of-two scales (what an expert-parallel dispatch carries; docs/decisions.md)."""
 
-    def __init__(self, dim, inter, mode, routed=True):
+    def __init__(self, dim, inter, mode, routed=False):
         super().__init__()
         self.gate_proj = Linear(dim, inter, mode)
         self.up_proj = Linear(dim, inter, mode)
