@@ -33,6 +33,7 @@
 #include "coordinator/planner.h"
 #include "engine/parallel/communicator.h"
 #include "engine/parallel/store_file.h"
+#include "engine/train/checkpoint.h"
 #include "engine/train/trainer.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -43,13 +44,13 @@ namespace dsv3::cli {
 
 const char kRunSynopsis[] =
     "run --spec=SPEC.json [--threads=N] [--steps=N] [--recompute] [--metrics=FILE] "
-    "[--world_size=N --rank=R --store=DIR]";
+    "[--resume_step=S] [--world_size=N --rank=R --store=DIR]";
 
 namespace {
 
 constexpr char kUsage[] =
     "usage: dsv3-train run --spec=SPEC.json [--threads=N] [--steps=N] [--recompute]\n"
-    "                      [--metrics=FILE]\n"
+    "                      [--metrics=FILE] [--resume_step=S]\n"
     "                      [--world_size=1 --rank=0 --store=DIR]\n"
     "Trains the job of SPEC.json (docs/job-spec.md) in this process, without the service, and\n"
     "resumes from the newest committed checkpoint under its checkpoint.dir.\n"
@@ -59,7 +60,12 @@ constexpr char kUsage[] =
     "  --recompute   recompute norms and MLA up-projections in the backward (less memory)\n"
     "  --metrics     append one JSON object per line for every step, validation and checkpoint\n"
     "                (full precision): {\"event\": \"step\", \"step\": 1, \"loss\": ...}; rank 0\n"
-    "                only, or every rank to its own file when FILE contains {rank}\n"
+    "                only, or every rank to its own file when FILE contains {rank} (each rank's\n"
+    "                checkpoint line comes once the checkpoint is committed)\n"
+    "  --resume_step resume from the committed checkpoint of exactly step S under checkpoint.dir\n"
+    "                (0: from the seed); the checkpoints of later steps there are discarded\n"
+    "                first (this run trains those steps again). Exit 2 when step S has no\n"
+    "                committed checkpoint\n"
     "  --progress    rewrite FILE every 200 ms with this rank's position for liveness checks:\n"
     "                {\"step\": S, \"micro_batch\": M, \"ticks\": T, \"waiting\": W, \"unix_ms\": ...}\n"
     "  --world_size, --rank, --store   one rank of a job of N processes on this machine (Gloo on\n"
@@ -137,6 +143,7 @@ struct Flags {
   int world_size = 1;
   int rank = 0;
   std::string store;
+  std::optional<int64_t> resume_step;  // --resume_step; absent: the newest committed checkpoint
 };
 
 std::optional<Failure> ParseFlags(const std::map<std::string, std::string>& f, Flags* flags) {
@@ -186,6 +193,15 @@ std::optional<Failure> ParseFlags(const std::map<std::string, std::string>& f, F
         absl::StrCat("--world_size=", world_size, " needs --rank=R (0..", world_size - 1, ")"));
   }
   if (auto st = f.find("store"); st != f.end()) flags->store = st->second;
+  if (auto rs = f.find("resume_step"); rs != f.end()) {
+    int64_t step = -1;
+    if (!absl::SimpleAtoi(rs->second, &step) || step < 0) {
+      return BadInput(
+          absl::StrCat("--resume_step needs a step >= 0 (0: from the seed), got \"", rs->second,
+                       "\""));
+    }
+    flags->resume_step = step;
+  }
   if (world_size > 1 && flags->store.empty()) {
     return BadInput(absl::StrCat("--world_size=", world_size,
                                  " needs --store=DIR (a directory every rank can reach)"));
@@ -243,8 +259,10 @@ absl::StatusOr<train::TrainerOptions> ToTrainerOptions(const v1::JobSpec& spec, 
   return o;
 }
 
+// `discarded`: the directories of later steps that --resume_step removed.
 void PrintHeader(const v1::JobSpec& spec, const std::string& spec_path, const Flags& flags,
-                 const train::Trainer& trainer, std::ostream& out) {
+                 const train::Trainer& trainer, const std::vector<std::string>& discarded,
+                 std::ostream& out) {
   const train::TrainerOptions& o = trainer.options();
   const ModelConfig& c = o.model;
   const int64_t rows = trainer.batch_rows();
@@ -305,7 +323,8 @@ void PrintHeader(const v1::JobSpec& spec, const std::string& spec_path, const Fl
           : std::string("at the end"),
       o.checkpoint_keep);
   if (trainer.resumed_from().empty()) {
-    out << absl::StrFormat("  start        from seed %d (no committed checkpoint)\n", o.seed);
+    out << absl::StrFormat("  start        from seed %d (%s)\n", o.seed,
+                           flags.resume_step ? "--resume_step=0" : "no committed checkpoint");
   } else {
     out << absl::StrFormat("  resume       from %s (step %d, %s tokens seen)\n",
                            trainer.resumed_from(), trainer.step(), Grouped(trainer.tokens_seen()));
@@ -313,6 +332,19 @@ void PrintHeader(const v1::JobSpec& spec, const std::string& spec_path, const Fl
       out << absl::StrFormat("  note         the job is at step %d of %d: nothing to train\n",
                              trainer.step(), o.steps);
     }
+  }
+  if (!discarded.empty()) {
+    constexpr size_t kMaxNames = 6;
+    std::vector<std::string> names;
+    for (size_t i = 0; i < discarded.size() && i < kMaxNames; ++i) {
+      names.push_back(discarded[i].substr(discarded[i].find_last_of('/') + 1));
+    }
+    if (discarded.size() > kMaxNames) names.push_back("...");
+    out << absl::StrFormat(
+        "  note         --resume_step=%d: discarded %d later checkpoint director%s (%s); this "
+        "run trains those steps again\n",
+        *flags.resume_step, discarded.size(), discarded.size() == 1 ? "y" : "ies",
+        absl::StrJoin(names, ", "));
   }
 }
 
@@ -499,6 +531,16 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
   if (!spec.ok()) return BadInput(absl::StrCat(flags.spec, ": ", spec.status().message()));
   absl::StatusOr<train::TrainerOptions> options = ToTrainerOptions(*spec, flags);
   if (!options.ok()) return BadInput(absl::StrCat(flags.spec, ": ", options.status().message()));
+  // --resume_step=S: step S must have a committed checkpoint (checked before the ranks connect,
+  // so that every rank fails at once; and again by the resume itself).
+  if (flags.resume_step && *flags.resume_step > 0) {
+    absl::StatusOr<train::CommittedCheckpoint> found =
+        train::FindCommitted(options->checkpoint_dir, *flags.resume_step);
+    if (!found.ok()) {
+      return BadInput(
+          absl::StrCat("--resume_step=", *flags.resume_step, ": ", found.status().message()));
+    }
+  }
   if (flags.world_size > 1) {
     // The planner's layout for N workers (docs/planner.md): rank = stage x R + dp x EP + shard.
     // The worker bounds are for the service; here the N ranks asked for are the bounds.
@@ -555,11 +597,36 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
     }
   }
 
+  // --resume_step=S: the trainer resumes from the newest committed checkpoint, so the later ones
+  // go first. They are a run's that went on past S (in the service: ranks of an epoch that was
+  // rolled back to S, or that trained on until their stop took effect); this run writes those
+  // steps again. Done after the ranks have connected: by then every rank of this launch has
+  // started, so in the service no rank of an earlier epoch on these workers is still writing.
+  std::vector<std::string> discarded;
+  if (flags.resume_step) {
+    absl::StatusOr<std::vector<std::string>> removed =
+        train::DiscardAfter(options->checkpoint_dir, *flags.resume_step);
+    if (!removed.ok()) {
+      return Failure{1, absl::StrCat("--resume_step=", *flags.resume_step,
+                                     ": discarding the later checkpoints: ",
+                                     removed.status().message())};
+    }
+    discarded = *std::move(removed);
+  }
   absl::StatusOr<std::unique_ptr<train::Trainer>> trainer = train::Trainer::Create(*options);
   if (!trainer.ok()) {
     return Failure{CreateExitCode(trainer.status()), std::string(trainer.status().message())};
   }
-  PrintHeader(*spec, flags.spec, flags, **trainer, out);
+  if (flags.resume_step && (*trainer)->step() != *flags.resume_step) {
+    // Step S vanished between the check above and the resume (another process pruned it).
+    return BadInput(absl::StrCat(
+        "--resume_step=", *flags.resume_step, ": the checkpoint of step ", *flags.resume_step,
+        " under ", options->checkpoint_dir, " is gone; the newest one left is ",
+        (*trainer)->resumed_from().empty() ? std::string("none")
+                                           : (*trainer)->resumed_from(),
+        "; nothing was trained"));
+  }
+  PrintHeader(*spec, flags.spec, flags, **trainer, discarded, out);
   out << absl::StrFormat(kColumns, "step", "loss", "main", "mtp", "balance", "lr", "gnorm", "tok/s",
                          "load max/mean");
   out.flush();
@@ -664,7 +731,9 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
 
 int RunTrainCommand(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   absl::StatusOr<std::map<std::string, std::string>> flags = ParseVerbFlags(
-      args, {"spec", "threads", "steps", "metrics", "progress", "world_size", "rank", "store"},
+      args,
+      {"spec", "threads", "steps", "metrics", "progress", "world_size", "rank", "store",
+       "resume_step"},
       {"recompute"});
   if (!flags.ok()) {
     err << "dsv3-train run: " << flags.status().message() << " (see --help)\n";

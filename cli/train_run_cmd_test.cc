@@ -1,6 +1,7 @@
 // Tests of `dsv3-train run`: usage and spec errors with their exit codes, a tiny job run
-// in-process (progress, validation and checkpoint lines, the summary), resuming it, refusing a
-// checkpoint of another model, and the binary stopping cleanly with a checkpoint on SIGINT.
+// in-process (progress, validation and checkpoint lines, the summary), resuming it, resuming from
+// exactly --resume_step, refusing a checkpoint of another model, and the binary stopping cleanly
+// with a checkpoint on SIGINT.
 #include "cli/train_run_cmd.h"
 
 #include <fcntl.h>
@@ -184,6 +185,81 @@ TEST_F(RunCommandTest, ATinyJobTrainsCheckpointsAndResumes) {
   latest = train::LatestCommitted(dir_.Sub("ckpt"));
   ASSERT_OK(latest);
   EXPECT_EQ(latest->manifest.step, 6);
+}
+
+TEST_F(RunCommandTest, ResumeStepResumesFromExactlyThatCheckpointOrTheSeed) {
+  const std::string spec = WriteSpec(6, "job.json", "\"keep\": 2", "\"keep\": 5");
+  const std::string straight = dir_.Sub("straight.jsonl");
+  Result r = RunVerb({"--spec=" + spec, "--threads=2", "--metrics=" + straight});
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  // Checkpoints at steps 2, 4 and 6, and a damaged step-8 left by some other run.
+  fs::create_directories(dir_.Sub("ckpt/step-00000008"));
+
+  // Errors: one line, exit 2, nothing trained or removed.
+  struct Case {
+    std::string flag;
+    std::string message;
+  };
+  fs::create_directories(dir_.Sub("ckpt/step-00000005"));  // a directory without a manifest
+  const std::vector<Case> cases = {
+      {"--resume_step=-1", "--resume_step needs a step >= 0 (0: from the seed), got \"-1\""},
+      {"--resume_step=x", "--resume_step needs a step >= 0"},
+      {"--resume_step=3", "--resume_step=3: there is no checkpoint of step 3 under " +
+                              dir_.Sub("ckpt") + " (committed steps: 2, 4, 6)"},
+      {"--resume_step=5",
+       "--resume_step=5: " + dir_.Sub("ckpt/step-00000005") +
+           " has no MANIFEST.json: not a committed checkpoint"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.flag);
+    r = RunVerb({"--spec=" + spec, "--threads=2", c.flag});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_THAT(r.err, HasSubstr(c.message));
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_TRUE(fs::exists(dir_.Sub("ckpt/step-00000006")));
+  }
+
+  // From step 2: the later directories (committed, damaged or not) go first; steps 3-6 are
+  // trained again on the same trajectory, bit for bit.
+  const std::string resumed = dir_.Sub("resumed.jsonl");
+  r = RunVerb({"--spec=" + spec, "--threads=2", "--resume_step=2", "--metrics=" + resumed});
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  EXPECT_THAT(r.out, HasSubstr("resume       from " + dir_.Sub("ckpt/step-00000002") +
+                               " (step 2, 256 tokens seen)"));
+  EXPECT_THAT(r.out, HasSubstr("note         --resume_step=2: discarded 4 later checkpoint "
+                               "directories (step-00000004, step-00000005, step-00000006, "
+                               "step-00000008); this run trains those steps again"));
+  EXPECT_THAT(r.out, HasSubstr("done  6/6 steps (resumed at 2)"));
+  auto step_lines = [](const std::string& path) {
+    std::vector<std::string> lines;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+      // The wall-time fields differ from run to run; everything before them must not.
+      if (line.find(R"("event": "step")") != std::string::npos) {
+        lines.push_back(line.substr(0, line.find(R"("seconds")")));
+      }
+    }
+    return lines;
+  };
+  const std::vector<std::string> want = step_lines(straight);
+  ASSERT_EQ(want.size(), 6u);
+  EXPECT_EQ(step_lines(resumed), std::vector<std::string>(want.begin() + 2, want.end()));
+  absl::StatusOr<std::vector<train::CommittedCheckpoint>> all =
+      train::ListCommitted(dir_.Sub("ckpt"));
+  ASSERT_OK(all);
+  std::vector<int64_t> steps;
+  for (const auto& c : *all) steps.push_back(c.manifest.step);
+  EXPECT_THAT(steps, ::testing::ElementsAre(2, 4, 6));
+
+  // 0: from the seed, every checkpoint discarded.
+  r = RunVerb({"--spec=" + spec, "--threads=2", "--steps=2", "--resume_step=0"});
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  EXPECT_THAT(r.out, HasSubstr("start        from seed 3 (--resume_step=0)"));
+  EXPECT_THAT(r.out, HasSubstr("--resume_step=0: discarded 3 later checkpoint directories"));
+  all = train::ListCommitted(dir_.Sub("ckpt"));
+  ASSERT_OK(all);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].manifest.step, 2);
 }
 
 TEST_F(RunCommandTest, TheBinaryStopsOnSigintAfterAStepWithACheckpoint) {

@@ -1,14 +1,16 @@
 // Multi-process `dsv3-train run --world_size=2 --rank=R --store=DIR` through the real binary (Gloo
 // on 127.0.0.1, a file store): two rank processes against one single-process run of the same spec
 // give the same final validation loss and the same checkpointed parameters; the 2-rank job resumes
-// from its own checkpoint with the same store dir; a rank that dies makes the other exit non-zero
-// naming the peer. Every process is killed when a test fails or runs past its time bound.
+// from its own checkpoint with the same store dir; every rank writes its checkpoint lines, and
+// --resume_step resumes every rank from exactly that step; a rank that dies makes the other exit
+// non-zero naming the peer. Every process is killed when a test fails or runs past its time bound.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -312,6 +314,73 @@ TEST_F(RunDataParallelTest, TwoRankProcessesMatchOneProcessAndResume) {
   codes = RunJob(dp, 1, "one", {"--steps=6"}, 60, &outs, &errs);
   EXPECT_EQ(codes[0], 2);
   EXPECT_THAT(errs[0], HasSubstr("resuming a multi-rank checkpoint in one process"));
+}
+
+// The "checkpoint" events of a --metrics file: the steps, in order.
+std::vector<int> CheckpointSteps(const std::string& path) {
+  std::vector<int> steps;
+  std::ifstream in(path);
+  const std::regex re(R"re("event": "checkpoint", "step": ([0-9]+))re");
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (std::regex_search(line, m, re)) steps.push_back(std::stoi(m[1]));
+  }
+  return steps;
+}
+
+// Every rank acknowledges each checkpoint in its own metrics file (the service commits a step
+// when all have), and --resume_step resumes every rank from exactly that step, discarding the
+// later checkpoint first, on the trajectory of the straight run.
+TEST_F(RunDataParallelTest, EveryRankReportsEachCheckpointAndResumeStepResumesExactlyThere) {
+  const std::string spec = WriteSpec(6, "rs", "rs.json");  // a checkpoint every 2 steps, keep 2
+  std::vector<std::string> outs, errs;
+  std::vector<int> codes =
+      RunJob(spec, 2, "rsa", {"--metrics=" + dir_.Sub("rsa-{rank}.jsonl")}, 120, &outs, &errs);
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << errs[0] << errs[1] << outs[0];
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(CheckpointSteps(dir_.Sub(absl::StrCat("rsa-", r, ".jsonl"))),
+              (std::vector<int>{2, 4, 6}))
+        << "rank " << r;
+  }
+
+  outs.clear(), errs.clear();
+  codes = RunJob(spec, 2, "rsb", {"--resume_step=4", "--metrics=" + dir_.Sub("rsb-{rank}.jsonl")},
+                 120, &outs, &errs);
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << errs[0] << errs[1] << outs[0];
+  EXPECT_THAT(outs[0], HasSubstr("resume       from " + dir_.Sub("rs/step-00000004")));
+  EXPECT_THAT(outs[0], HasSubstr("note         --resume_step=4: discarded 1 later checkpoint "
+                                 "directory (step-00000006); this run trains those steps again"));
+  EXPECT_THAT(outs[0], HasSubstr("done  6/6 steps (resumed at 4)"));
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(CheckpointSteps(dir_.Sub(absl::StrCat("rsb-", r, ".jsonl"))),
+              (std::vector<int>{6}))
+        << "rank " << r;
+  }
+  for (const char* key : {"loss", "main_loss", "grad_norm"}) {
+    const std::vector<double> straight = StepMetric(dir_.Sub("rsa-0.jsonl"), key);
+    const std::vector<double> resumed = StepMetric(dir_.Sub("rsb-0.jsonl"), key);
+    ASSERT_EQ(straight.size(), 6u);
+    ASSERT_EQ(resumed.size(), 2u);
+    EXPECT_EQ(resumed[0], straight[4]) << key << " at step 5, bit for bit";
+    EXPECT_EQ(resumed[1], straight[5]) << key << " at step 6, bit for bit";
+  }
+  absl::StatusOr<train::CommittedCheckpoint> latest = train::LatestCommitted(dir_.Sub("rs"));
+  ASSERT_OK(latest);
+  EXPECT_EQ(latest->manifest.step, 6);
+
+  // A step without a committed checkpoint is refused by every rank, in one line, before they
+  // connect; nothing is discarded.
+  outs.clear(), errs.clear();
+  codes = RunJob(spec, 2, "rsc", {"--resume_step=3"}, 60, &outs, &errs);
+  EXPECT_EQ(codes, (std::vector<int>{2, 2}));
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_THAT(errs[r], HasSubstr("--resume_step=3: there is no checkpoint of step 3 under " +
+                                   dir_.Sub("rs") + " (committed steps: 4, 6)"));
+    EXPECT_EQ(std::count(errs[r].begin(), errs[r].end(), '\n'), 1) << errs[r];
+  }
+  latest = train::LatestCommitted(dir_.Sub("rs"));
+  ASSERT_OK(latest);
+  EXPECT_EQ(latest->manifest.step, 6);
 }
 
 TEST_F(RunDataParallelTest, ARankThatDiesMakesTheOtherExitNamingIt) {

@@ -784,12 +784,19 @@ void Coordinator::ScheduleJobs(absl::Time now) {
 
 bool Coordinator::TryPlace(Job& job, absl::Time now) {
   const v1::JobSpec& spec = job.status.spec();
-  // Candidates: idle workers plus the survivors this job still holds.
-  std::vector<PlannerWorker> candidates;
+  // Candidates: idle workers plus the survivors this job still holds. `trusted` leaves out the
+  // workers on which a rank of this job hung.
+  std::vector<PlannerWorker> candidates, trusted;
+  std::vector<std::string> left_out;
   for (const WorkerRecord* w : membership_.All()) {
     if (!w->alive) continue;
     if (w->job_id.empty() || (w->job_id == job.status.job_id() && w->rank < 0)) {
       candidates.push_back(PlannerWorker{w->id, w->name, w->node});
+      if (job.hung_workers.contains(w->name)) {
+        left_out.push_back(w->name);
+      } else {
+        trusted.push_back(candidates.back());
+      }
     }
   }
   const int64_t needed = spec.parallel().min_workers();
@@ -806,7 +813,18 @@ bool Coordinator::TryPlace(Job& job, absl::Time now) {
     }
     return false;
   }
-  absl::StatusOr<v1::Placement> placement = PlanPlacement(spec, candidates, job.status.epoch());
+  // Without the workers whose rank hung when the job can do without them (even on fewer ranks:
+  // a rank there would likely hang again, and each hang costs the hang timeout plus a recovery);
+  // with them rather than not at all.
+  absl::StatusOr<v1::Placement> placement = absl::FailedPreconditionError("not planned");
+  std::string suffix;
+  if (!left_out.empty() && static_cast<int64_t>(trusted.size()) >= needed) {
+    placement = PlanPlacement(spec, trusted, job.status.epoch());
+    if (placement.ok()) {
+      suffix = absl::StrFormat("; left out %s (a rank hung there)", absl::StrJoin(left_out, ", "));
+    }
+  }
+  if (!placement.ok()) placement = PlanPlacement(spec, candidates, job.status.epoch());
   if (!placement.ok()) {
     const std::string message = absl::StrCat("cannot place: ", placement.status().message());
     if (job.status.message() != message) {
@@ -816,7 +834,7 @@ bool Coordinator::TryPlace(Job& job, absl::Time now) {
     return false;
   }
   ApplyPlacement(job, *placement, now,
-                 job.status.state() == v1::RECOVERING ? "replanned" : "placed", "");
+                 job.status.state() == v1::RECOVERING ? "replanned" : "placed", suffix);
   return true;
 }
 
@@ -845,6 +863,7 @@ void Coordinator::ApplyPlacement(Job& job, const v1::Placement& placement, absl:
   job.reported_epoch = 0;
   job.step_seconds.clear();
   job.grow_world = 0;
+  job.checkpoint_acks.clear();  // only the new epoch's ranks can commit
   SetState(job, v1::RUNNING,
            absl::StrFormat("placed on %d workers (epoch %d); waiting for the ranks to acknowledge",
                            placement.world_size(), placement.epoch()));
@@ -869,7 +888,8 @@ int64_t Coordinator::GrowWorld(const Job& job, std::vector<std::string>* idle_na
   for (const WorkerRecord* w : membership_.All()) {
     if (!w->alive) continue;
     if (w->job_id == job.status.job_id()) ++held;
-    if (w->job_id.empty()) idle.push_back(w->name);
+    // A worker on which a rank of this job hung is not grown onto (see TryPlace).
+    if (w->job_id.empty() && !job.hung_workers.contains(w->name)) idle.push_back(w->name);
   }
   const int64_t world = job.status.placement().world_size();
   if (idle.empty() || held + static_cast<int64_t>(idle.size()) <= world) return 0;
@@ -919,7 +939,9 @@ bool Coordinator::MaybeGrow(Job& job, int64_t step, absl::Time now) {
   if (GrowWorld(job, nullptr) == 0) return false;
   std::vector<PlannerWorker> candidates;
   for (const WorkerRecord* w : membership_.All()) {
-    if (w->alive && (w->job_id.empty() || w->job_id == job.status.job_id())) {
+    if (!w->alive) continue;
+    if (w->job_id == job.status.job_id() ||
+        (w->job_id.empty() && !job.hung_workers.contains(w->name))) {
       candidates.push_back(PlannerWorker{w->id, w->name, w->node});
     }
   }
@@ -1061,7 +1083,7 @@ void Coordinator::HandleRankReport(const WorkerRecord& worker, const v1::RankRep
                  v1::RankState_Name(rank->state()));
     return;
   }
-  // Only rank 0 is sure to write metrics, and its figures are the job's (losses are all-reduced).
+  // Rank 0's figures are the job's (losses are all-reduced); every rank acknowledges checkpoints.
   const bool job_figures = report.rank() == 0;
   const std::string& event = report.event();
   if (event == "step") {
@@ -1088,20 +1110,31 @@ void Coordinator::HandleRankReport(const WorkerRecord& worker, const v1::RankRep
     job->accounting_dirty = true;
     Touch(*job);
   } else if (event == "checkpoint") {
-    // Rank 0 commits checkpoints (after every rank wrote its shards) and reports the committed
-    // one; an older or repeated step changes nothing.
-    if (!job_figures || report.step() <= job->status.last_checkpoint_step()) return;
+    // A rank's acknowledgement: its shard of the step is written and the checkpoint is durable.
+    // The step is committed once every rank of the epoch has acknowledged it (DESIGN.md "Data
+    // flow", step 5); an older or already committed step changes nothing.
+    const int64_t step = report.step();
+    if (step <= job->status.last_checkpoint_step()) return;
+    std::set<int64_t>& acked = job->checkpoint_acks[step];
+    acked.insert(report.rank());
+    const int world = job->status.workers_size();
+    if (static_cast<int>(acked.size()) < world) return;
+    // Steps at or below this one need no more acknowledgements.
+    job->checkpoint_acks.erase(job->checkpoint_acks.begin(),
+                               job->checkpoint_acks.upper_bound(step));
     Accrue(*job, now);  // the time up to this commit belongs to the committed work
-    job->status.set_last_checkpoint_step(report.step());
-    CommitSteps(*job, report.step());
+    job->status.set_last_checkpoint_step(step);
+    CommitSteps(*job, step);
     job->failures_without_checkpoint = 0;
-    AddEvent(
-        *job, "checkpoint",
-        absl::StrFormat("step %d committed: %s", report.step(), report.path().substr(0, 1024)));
-    if (MaybeGrow(*job, report.step(), now)) return;  // persisted with the new placement
+    AddEvent(*job, "checkpoint",
+             absl::StrFormat("step %d committed: acknowledged by all %d ranks (%s)", step, world,
+                             report.path().substr(0, 1024)));
+    if (MaybeGrow(*job, step, now)) return;  // persisted with the new placement
     Persist(*job, /*force=*/true);
   } else if (event == "exit") {
     HandleRankExit(*job, *rank, worker, report, now);
+  } else if (event == "hung") {
+    HandleRankHung(*job, *rank, worker, report, now);
   } else {
     spdlog::warn("ignoring a report of unknown kind '{}' from {} for {} rank {}",
                  event.substr(0, 32), worker.name, job->status.job_id(), report.rank());
@@ -1206,6 +1239,38 @@ void Coordinator::HandleRankExit(Job& job, v1::RankPlacement& rank, const Worker
             absl::StrCat(what, "; retrying cannot help: ", detail), now);
     return;
   }
+  // The failed rank's process is gone: only the others need a stop.
+  RecoverFromRankFailure(job, rank, worker, /*stop_failed_rank=*/false, "rank_failed",
+                         absl::StrFormat("rank %d of the job failed; re-planning", rank.rank()),
+                         what, error, detail.empty() ? "no error output" : detail, now);
+}
+
+void Coordinator::HandleRankHung(Job& job, v1::RankPlacement& rank, const WorkerRecord& worker,
+                                 const v1::RankReport& report, absl::Time now) {
+  // The worker's detail says where the rank is stuck: how long, after which step, at which op.
+  std::string where = OneLine(Tail(report.detail(), kMaxDetailChars));
+  if (where.empty()) where = "no progress within the hang timeout";
+  Accrue(job, now);
+  rank.set_state(v1::HUNG);
+  rank.set_detail(absl::StrFormat("rank %d hung at step %d: %s", rank.rank(), report.step(), where));
+  *job.status.mutable_placement()->mutable_ranks() = job.status.workers();
+  // A hang (unlike a crash) often means a sick device or driver on that worker: the re-plan
+  // leaves it out when the job can be placed without it (see TryPlace).
+  job.hung_workers.insert(worker.name);
+  // The hung process is alive and holds its device: it is stopped too (SIGTERM, then SIGKILL).
+  RecoverFromRankFailure(job, rank, worker, /*stop_failed_rank=*/true, "rank_hung",
+                         absl::StrFormat("rank %d of the job hung; re-planning", rank.rank()),
+                         absl::StrFormat("rank %d (worker %s) hung at step %d", rank.rank(),
+                                         worker.name, report.step()),
+                         where, where, now);
+}
+
+void Coordinator::RecoverFromRankFailure(Job& job, const v1::RankPlacement& rank,
+                                         const WorkerRecord& worker, bool stop_failed_rank,
+                                         const std::string& event_kind,
+                                         const std::string& stop_reason, const std::string& what,
+                                         const std::string& error, const std::string& detail,
+                                         absl::Time now) {
   ++job.failures_without_checkpoint;
   if (job.failures_without_checkpoint >= kMaxFailuresWithoutCheckpoint) {
     FailJob(
@@ -1221,17 +1286,16 @@ void Coordinator::HandleRankExit(Job& job, v1::RankPlacement& rank, const Worker
     return;
   }
   // Like a lost worker, except that this one is alive: every worker of the job stays reserved
-  // (rank -1) and a candidate for the re-plan; the other ranks are stopped.
+  // (rank -1) and a candidate for the re-plan; the ranks still running are stopped.
   for (const auto& r : job.status.workers()) {
     if (r.worker_id().empty()) continue;
-    if (r.worker_id() != worker.id) {
-      SendStop(r.worker_id(), job.status.job_id(), job.status.epoch(),
-               absl::StrFormat("rank %d of the job failed; re-planning", rank.rank()));
+    if (stop_failed_rank || r.worker_id() != worker.id) {
+      SendStop(r.worker_id(), job.status.job_id(), job.status.epoch(), stop_reason);
     }
     if (WorkerRecord* s = membership_.Find(r.worker_id()); s != nullptr) s->rank = -1;
   }
-  StartRecovery(job, "rank_failed", absl::StrCat(what, ": ", error),
-                absl::StrCat(what, ": ", detail.empty() ? "no error output" : detail), now);
+  StartRecovery(job, event_kind, absl::StrCat(what, ": ", error), absl::StrCat(what, ": ", detail),
+                now);
 }
 
 void Coordinator::RollBackUncommitted(Job& job) {

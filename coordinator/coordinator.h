@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -113,17 +114,28 @@ class Coordinator {
   //    the last kRateWindowSteps steps) and accounting.tokens_per_second (the same recent rate,
   //    global_batch_tokens per mean step time) and mfu. Persisted at the accounting interval.
   //  - "validation" (rank 0): progress.val_* (val_loss is the main loss).
-  //  - "checkpoint" (rank 0, a newer step): the checkpoint is committed: last_checkpoint_step,
-  //    accounting.tokens = step x global_batch_tokens, uncommitted device-hours become productive.
-  //    Persisted at once. When the job has a pending grow (see Tick) and the step is not its last,
-  //    the job then grows at once (an elastic attach, not a failure): the current ranks are stopped
-  //    and the job is re-planned on its workers plus the idle ones, with a new epoch whose
-  //    assignments resume from this checkpoint (event "grew"; no failure is counted).
+  //  - "checkpoint" (any rank, a step newer than the last committed one): the rank acknowledges
+  //    that its shard of the step is written and the checkpoint is durable. When every rank of
+  //    the epoch has acknowledged the step, it is committed: last_checkpoint_step,
+  //    accounting.tokens = step x global_batch_tokens, uncommitted device-hours become productive,
+  //    event "checkpoint" ("acknowledged by all N ranks"). Persisted at once. Acknowledgements are
+  //    kept per epoch in memory only (a step half-acknowledged before a coordinator restart is
+  //    not committed; the next one is). Assignments carry the committed step as resume_step, so
+  //    the ranks of a new epoch resume from exactly that checkpoint. When the job has a pending
+  //    grow (see Tick) and the step is not its last, the job then grows at once (an elastic
+  //    attach, not a failure): the current ranks are stopped and the job is re-planned on its
+  //    workers plus the idle ones, with a new epoch whose assignments resume from this checkpoint
+  //    (event "grew"; no failure is counted).
   //  - "exit": code 0 marks the rank DONE; when every rank is DONE the job SUCCEEDED (all its
   //    steps count as committed) and its workers go idle. Code 2 (bad input: retrying cannot help)
   //    fails the job. Any other code stops the other ranks and recovers from the last committed
   //    checkpoint on the same workers (the failed rank's worker is alive and stays a candidate);
   //    the kMaxFailuresWithoutCheckpoint-th such failure without a newer checkpoint fails the job.
+  //  - "hung" (the worker saw no progress for its hang timeout outside a wait for a peer): the
+  //    rank is HUNG (detail: the rank, its step and where it is stuck), event "rank_hung" naming
+  //    the rank, its worker and the position, and the job recovers like after a failed rank
+  //    (counted alike for the crash loop), except that the hung rank is stopped too and the
+  //    re-plan leaves its worker out when the job can be placed without it.
   // NOT_FOUND when the worker is unknown or dead (its session must end); INVALID_ARGUMENT for an
   // empty message.
   absl::Status HandleWorkerMessage(const std::string& worker_id, const v1::WorkerMessage& message);
@@ -165,6 +177,11 @@ class Coordinator {
     int failures_without_checkpoint = 0;
     // The world size announced by the last "grow_pending" event; 0 = no grow pending.
     int64_t grow_world = 0;
+    // Checkpoint steps of the current epoch not committed yet -> the ranks that acknowledged them.
+    std::map<int64_t, std::set<int64_t>> checkpoint_acks;
+    // Names of the workers on which a rank of this job hung: placements and grows leave them
+    // out while the job can do without them (not kept across a coordinator restart).
+    std::set<std::string> hung_workers;
   };
 
   Coordinator(const CoordinatorOptions& options, std::unique_ptr<JobStore> store);
@@ -196,7 +213,7 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records or clears each RUNNING job's pending grow (see Tick).
   void UpdatePendingGrows() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // At rank 0's committed checkpoint of `step`: grows the job (stop, re-plan on a new epoch that
+  // At the commit of the checkpoint of `step` (every rank acknowledged it): grows the job (stop, re-plan on a new epoch that
   // resumes from `step`) when GrowWorld says it can and `step` is not its last. True if it grew.
   bool MaybeGrow(Job& job, int64_t step, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendAssignment(const Job& job, const v1::RankPlacement& rank)
@@ -215,6 +232,21 @@ class Coordinator {
   // The "exit" report of `rank` (held by `worker`): done, failed or recovering (see above).
   void HandleRankExit(Job& job, v1::RankPlacement& rank, const WorkerRecord& worker,
                       const v1::RankReport& report, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The "hung" report of `rank` (held by `worker`): HUNG, then recovering (see above).
+  void HandleRankHung(Job& job, v1::RankPlacement& rank, const WorkerRecord& worker,
+                      const v1::RankReport& report, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A rank failed in a way a retry may cure (`what`: which and how; `error`: the gist for the
+  // job's message; `detail`: everything, for the event). The kMaxFailuresWithoutCheckpoint-th
+  // failure without a newer checkpoint fails the job; otherwise the ranks still running are
+  // stopped with `stop_reason` (the failed one too when `stop_failed_rank`: its process is alive),
+  // every worker of the job stays reserved for the re-plan, and the job recovers (event
+  // `event_kind`).
+  void RecoverFromRankFailure(Job& job, const v1::RankPlacement& rank, const WorkerRecord& worker,
+                              bool stop_failed_rank, const std::string& event_kind,
+                              const std::string& stop_reason, const std::string& what,
+                              const std::string& error, const std::string& detail, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The work of steps [0, step) is committed: tokens = step x global_batch_tokens and the
   // uncommitted device-hours become productive.

@@ -231,11 +231,35 @@ class CoordinatorTest : public ::testing::Test {
     }
   }
 
-  void Checkpoint(const Placed& p, int64_t step) {
-    v1::RankReport r = ReportOf(p, 0, "checkpoint");
+  // Rank `rank`'s acknowledgement of the checkpoint of `step`.
+  void CheckpointAck(const Placed& p, int rank, int64_t step) {
+    v1::RankReport r = ReportOf(p, rank, "checkpoint");
     r.set_step(step);
     r.set_path(absl::StrCat(dir_, "/ckpt/step-", step));
-    Send(p.worker[0], r);
+    Send(p.worker[rank], r);
+  }
+
+  // Both ranks acknowledge the checkpoint of `step` (rank 1 first): it is committed.
+  void Checkpoint(const Placed& p, int64_t step) {
+    CheckpointAck(p, 1, step);
+    CheckpointAck(p, 0, step);
+  }
+
+  // The worker's "hung" report of `rank` after `step` (its detail says where the rank is stuck).
+  v1::RankReport HungReport(const Placed& p, int rank, int64_t step) {
+    v1::RankReport r = ReportOf(p, rank, "hung");
+    r.set_step(step);
+    r.set_detail(absl::StrCat("no progress for 5.1s after step ", step,
+                              " (op 6), not waiting for a peer: the rank is stuck"));
+    return r;
+  }
+
+  // The reason of the last stop sent to `sink`; empty when none was.
+  static std::string LastStopReason(const FakeSink& sink) {
+    for (auto it = sink.messages.rbegin(); it != sink.messages.rend(); ++it) {
+      if (it->has_stop()) return it->stop().reason();
+    }
+    return "";
   }
 
   void Exit(const Placed& p, int rank, int32_t code, const std::string& detail = "") {
@@ -721,6 +745,55 @@ TEST_F(CoordinatorTest, ACheckpointCommitsItsTokensAndTheDeviceHoursSpentSoFar) 
   EXPECT_EQ(Job(p.job).accounting().tokens(), 50 * 16384);
 }
 
+TEST_F(CoordinatorTest, ACheckpointIsCommittedOnlyWhenEveryRankHasAcknowledgedIt) {
+  Placed p = PlaceOnTwoWorkers();
+  Run(p, absl::Seconds(4));
+  Steps(p, 1, 20);
+  // Rank 0 alone (it committed the files on disk) does not commit the job's checkpoint.
+  CheckpointAck(p, 0, 10);
+  CheckpointAck(p, 0, 10);  // a repeat counts once
+  CheckpointAck(p, 0, 20);
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.last_checkpoint_step(), -1);
+  EXPECT_EQ(st.accounting().tokens(), 0);
+  EXPECT_NEAR(st.accounting().uncommitted_device_hours(), 2 * 4 / 3600.0, 1e-12);
+  EXPECT_TRUE(EventsOf(p.job, "checkpoint").empty());
+  EXPECT_EQ(Stored(p.job).last_checkpoint_step(), -1);
+  // Rank 1's acknowledgement of step 20 commits it (and so everything before it); its late
+  // acknowledgement of step 10 then changes nothing.
+  CheckpointAck(p, 1, 20);
+  st = Job(p.job);
+  EXPECT_EQ(st.last_checkpoint_step(), 20);
+  EXPECT_EQ(st.accounting().tokens(), 20 * 16384);
+  EXPECT_EQ(st.accounting().uncommitted_device_hours(), 0);
+  const std::vector<v1::JobEvent> committed = EventsOf(p.job, "checkpoint");
+  ASSERT_EQ(committed.size(), 1u);
+  EXPECT_EQ(committed[0].message(),
+            absl::StrCat("step 20 committed: acknowledged by all 2 ranks (", dir_,
+                         "/ckpt/step-20)"));
+  EXPECT_EQ(Stored(p.job).last_checkpoint_step(), 20) << "persisted at once";
+  CheckpointAck(p, 1, 10);
+  EXPECT_EQ(Job(p.job).last_checkpoint_step(), 20);
+  EXPECT_EQ(EventsOf(p.job, "checkpoint").size(), 1u);
+
+  // Acknowledgements do not outlive their epoch: rank 1 acknowledged step 30, then rank 0 fails;
+  // the re-planned ranks resume from step 20, and epoch 1's acknowledgement does not count.
+  Steps(p, 21, 30);
+  CheckpointAck(p, 1, 30);
+  Exit(p, 0, 1, "peer lost");
+  Run(p, absl::Milliseconds(500));
+  ASSERT_EQ(Job(p.job).epoch(), 2);
+  Replaced(p);
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(p.sink[rank]->Assignments().back().resume_step(), 20);
+  }
+  Steps(p, 21, 30);
+  CheckpointAck(p, 0, 30);
+  EXPECT_EQ(Job(p.job).last_checkpoint_step(), 20);
+  CheckpointAck(p, 1, 30);
+  EXPECT_EQ(Job(p.job).last_checkpoint_step(), 30);
+}
+
 TEST_F(CoordinatorTest, WhenEveryRankExitsZeroTheJobSucceedsAndItsWorkersGoIdle) {
   Placed p = PlaceOnTwoWorkers();
   Run(p, absl::Seconds(4));
@@ -933,6 +1006,118 @@ TEST_F(CoordinatorTest, ANewCheckpointResetsTheCountOfFailures) {
   EXPECT_EQ(Job(p.job).epoch(), 5);
 }
 
+TEST_F(CoordinatorTest, AHungRankIsStoppedAndTheJobRecoversWithoutItsWorker) {
+  Placed p = PlaceOnTwoWorkers();
+  FakeSink& s3 = NewSink();
+  const std::string w3 = AddWorker("w3", &s3);  // a spare: 3 workers give pipeline 2 no more ranks
+  const std::vector<std::string> ids = {p.worker[0], p.worker[1], w3};
+  RunAll(ids, absl::Seconds(2));
+  Steps(p, 1, 10);
+  Checkpoint(p, 10);
+  RunAll(ids, absl::Seconds(3));
+  Steps(p, 11, 13);
+  Send(p.worker[1], HungReport(p, 1, 13));
+
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RECOVERING);
+  EXPECT_EQ(st.step(), 10) << "rolled back to the checkpoint";
+  EXPECT_EQ(st.workers(1).state(), v1::HUNG);
+  EXPECT_EQ(st.workers(1).detail(),
+            "rank 1 hung at step 13: no progress for 5.1s after step 13 (op 6), not waiting for a "
+            "peer: the rank is stuck");
+  EXPECT_EQ(st.placement().ranks(1).state(), v1::HUNG);
+  EXPECT_THAT(st.message(), HasSubstr("rank 1 (worker " + p.name[1] + ") hung at step 13"));
+  const v1::JobEvent& event = st.events(st.events_size() - 1);
+  EXPECT_EQ(event.kind(), "rank_hung");
+  EXPECT_EQ(event.epoch(), 1);
+  EXPECT_EQ(event.message(), "rank 1 (worker " + p.name[1] +
+                                 ") hung at step 13: no progress for 5.1s after step 13 (op 6), "
+                                 "not waiting for a peer: the rank is stuck");
+  // Both ranks are stopped: the hung process is alive and holds its device.
+  EXPECT_EQ(p.sink[0]->Stops(), 1);
+  EXPECT_EQ(p.sink[1]->Stops(), 1);
+  EXPECT_EQ(LastStopReason(*p.sink[1]), "rank 1 of the job hung; re-planning");
+  EXPECT_EQ(s3.Stops(), 0);
+  // The 3 s since the checkpoint are lost, like after a failed rank; the idle spare costs nothing.
+  const v1::Accounting& acc = st.accounting();
+  EXPECT_NEAR(acc.lost_device_hours(), 2 * 3 / 3600.0, 1e-12);
+  EXPECT_NEAR(acc.productive_device_hours(), 2 * 2 / 3600.0, 1e-12);
+  EXPECT_EQ(acc.tokens(), 10 * 16384);
+
+  // The next tick re-plans on the healthy worker and the spare, from the checkpoint.
+  RunAll(ids, absl::Milliseconds(500));
+  st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING);
+  EXPECT_EQ(st.epoch(), 2);
+  ASSERT_EQ(s3.Assignments().size(), 1u);
+  EXPECT_EQ(s3.Assignments()[0].resume_step(), 10);
+  ASSERT_EQ(p.sink[0]->Assignments().size(), 2u);
+  EXPECT_EQ(p.sink[0]->Assignments().back().resume_step(), 10);
+  EXPECT_EQ(p.sink[1]->Assignments().size(), 1u) << "no new rank where one hung";
+  for (const v1::WorkerInfo& w : coordinator_->ListWorkers()) {
+    EXPECT_EQ(w.state(), w.name() == p.name[1] ? "idle" : "busy") << w.name();
+  }
+  const std::vector<v1::JobEvent> replanned = EventsOf(p.job, "replanned");
+  ASSERT_EQ(replanned.size(), 1u);
+  EXPECT_THAT(replanned[0].message(), HasSubstr("; left out " + p.name[1] + " (a rank hung there)"));
+
+  // A late report of the hung epoch (its hang seen twice, or a step) changes nothing.
+  const v1::JobStatus before = Job(p.job);
+  v1::RankReport stale = HungReport(p, 1, 13);
+  stale.set_epoch(1);
+  Send(p.worker[1], stale);
+  const v1::JobStatus after = Job(p.job);
+  EXPECT_EQ(after.state(), v1::RUNNING);
+  EXPECT_EQ(after.epoch(), 2);
+  EXPECT_EQ(EventsOf(p.job, "rank_hung").size(), 1u);
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(after.workers(i).state(), before.workers(i).state());
+}
+
+TEST_F(CoordinatorTest, WithoutASpareAHungRanksWorkerIsUsedAgain) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 10);
+  Checkpoint(p, 10);
+  Send(p.worker[0], HungReport(p, 0, 12));
+  EXPECT_EQ(Job(p.job).state(), v1::RECOVERING);
+  EXPECT_EQ(Job(p.job).workers(0).state(), v1::HUNG);
+  Run(p, absl::Milliseconds(500));
+  const v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING) << "better on the same workers than not at all";
+  EXPECT_EQ(st.epoch(), 2);
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_EQ(p.sink[rank]->Assignments().size(), 2u);
+    EXPECT_EQ(p.sink[rank]->Assignments().back().resume_step(), 10);
+  }
+  const std::vector<v1::JobEvent> replanned = EventsOf(p.job, "replanned");
+  ASSERT_EQ(replanned.size(), 1u);
+  EXPECT_THAT(replanned[0].message(), Not(HasSubstr("left out")));
+}
+
+TEST_F(CoordinatorTest, HangsCountLikeFailuresTowardsACrashLoop) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 10);
+  Checkpoint(p, 10);
+  Send(p.worker[1], HungReport(p, 1, 12));
+  Run(p, absl::Milliseconds(500));
+  Replaced(p);
+  Exit(p, 0, 1, "peer lost");
+  Run(p, absl::Milliseconds(500));
+  Replaced(p);
+  ASSERT_EQ(Job(p.job).state(), v1::RUNNING);
+  ASSERT_EQ(Job(p.job).epoch(), 3);
+  Steps(p, 11, 12);
+  Send(p.worker[1], HungReport(p, 1, 12));
+  const v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::FAILED);
+  EXPECT_EQ(st.message(),
+            "rank 1 of epoch 3 failed 3 times without reaching a new checkpoint: no progress for "
+            "5.1s after step 12 (op 6), not waiting for a peer: the rank is stuck");
+  EXPECT_THAT(st.events(st.events_size() - 1).message(),
+              HasSubstr("(the last: rank 1 (worker " + p.name[1] + ") hung at step 12)"));
+  EXPECT_EQ(LastStopReason(*p.sink[1]), "job failed") << "the hung process is stopped";
+  for (const v1::WorkerInfo& w : coordinator_->ListWorkers()) EXPECT_EQ(w.state(), "idle");
+}
+
 TEST_F(CoordinatorTest, OnlyTheExitReportEndsARankNotAHeartbeatSayingSo) {
   Placed p = PlaceOnTwoWorkers();
   Steps(p, 1, 2);
@@ -1124,11 +1309,17 @@ TEST_F(CoordinatorTest, AtTheCheckpointAGrowingJobResumesOnMoreRanksOnANewEpoch)
   EXPECT_NEAR(st.accounting().uncommitted_device_hours(), 4 * 3 / 3600.0, 1e-12);
   for (int i = 0; i < 4; ++i) {
     const v1::Assignment a = sinks[i]->Assignments().back();
-    if (a.rank().rank() != 0) continue;
     v1::RankReport r = StepReport(p, 0, 11, 4.5);
     r.set_epoch(2);
+    r.set_rank(a.rank().rank());
     Send(ids[i], r);
-    r.set_event("checkpoint");
+  }
+  // The checkpoint of step 20 is committed when all 4 ranks have acknowledged it.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(Job(p.job).last_checkpoint_step(), 10) << i << " of 4 acknowledged";
+    v1::RankReport r = ReportOf(p, 0, "checkpoint");
+    r.set_epoch(2);
+    r.set_rank(sinks[i]->Assignments().back().rank().rank());
     r.set_step(20);
     Send(ids[i], r);
   }

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -82,6 +83,11 @@ absl::StatusOr<std::unique_ptr<RankProcess>> RankProcess::Start(const v1::Assign
                                    absl::StrCat("--threads=", options.threads),
                                    "--metrics=" + options.dir + "/metrics-{rank}.jsonl",
                                    "--progress=" + p->progress_path_};
+  // Resume from exactly the checkpoint the coordinator committed (every rank acknowledged it),
+  // not from whatever is newest under checkpoint.dir: ranks of an earlier epoch may have written
+  // later ones before their stop took effect. resume_step -1 (none committed yet) means from the
+  // seed, which is --resume_step=0.
+  args.push_back(absl::StrCat("--resume_step=", std::max<int64_t>(assignment.resume_step(), 0)));
   if (world > 1) {
     args.push_back(absl::StrCat("--world_size=", world));
     args.push_back(absl::StrCat("--rank=", rank));

@@ -1,6 +1,7 @@
 // RankProcess: one rank of a job, run by the worker as a supervised child process
 //   dsv3-train run --spec=DIR/spec.json --threads=T --world_size=W --rank=R
 //       --store=coordinator://ADDRESS/JOB_ID/EPOCH --metrics=DIR/metrics-{rank}.jsonl
+//       --resume_step=S (the assignment's resume_step: the last committed checkpoint; 0 = the seed)
 // so that a crashing rank cannot take the worker down. A monitor thread follows the metrics file
 // and hands every line to the caller as a RankReport (step, validation, checkpoint), then one
 // "exit" report with the exit code and the tail of the child's error output. It also reads the

@@ -2,6 +2,8 @@
 // docs/checkpoints.md.
 #include "engine/train/checkpoint.h"
 
+#include <fcntl.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,6 +97,42 @@ absl::Status TrashAndRemove(const std::string& root, const std::string& dir, int
   }
   RETURN_IF_ERROR(FsyncDirectory(root));
   return RemoveTree(trash);
+}
+
+// Puts the complete staging directory `staging` (manifest written) in the place of the committed
+// checkpoint `final_dir` of the same step, then deletes the old one. Linux's
+// renameat2(RENAME_EXCHANGE) swaps the two directories in one step, so a reader always sees a
+// committed checkpoint there; the old one lands at the staging name, which is never read as a
+// checkpoint (and which Prune removes, should the process die before deleting it). Where the file
+// system cannot exchange, the old one is moved to a trash name first, then the new one renamed in:
+// a reader may briefly find no step-<N>, and a crash in between leaves the new one staged for a
+// retried commit. False when `final_dir` no longer exists (another process moved it).
+absl::StatusOr<bool> ReplaceCommitted(const std::string& root, const std::string& staging,
+                                      const std::string& final_dir, int64_t step) {
+  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0) {
+    RETURN_IF_ERROR(FsyncDirectory(root));
+    spdlog::info("checkpoint commit: replaced the earlier checkpoint at {}", final_dir);
+    RETURN_IF_ERROR(TrashAndRemove(root, staging, step));
+    return true;
+  }
+  int err = errno;
+  if (err == ENOENT) return false;
+  if (err != EINVAL && err != ENOSYS && err != ENOTSUP) {
+    return PosixError(err, StrCat("exchange ", staging, " with"), final_dir);
+  }
+  const std::string trash = JoinPath(root, TrashName(step));
+  if (::rename(final_dir.c_str(), trash.c_str()) != 0) {
+    err = errno;
+    if (err == ENOENT) return false;
+    return PosixError(err, StrCat("rename ", final_dir, " to"), trash);
+  }
+  if (::rename(staging.c_str(), final_dir.c_str()) != 0) {
+    return PosixError(errno, StrCat("rename ", staging, " to"), final_dir);
+  }
+  RETURN_IF_ERROR(FsyncDirectory(root));
+  spdlog::info("checkpoint commit: replaced the earlier checkpoint at {}", final_dir);
+  RETURN_IF_ERROR(RemoveTree(trash));
+  return true;
 }
 
 // Removes temporary files ("<name>.tmp-<pid>-...") that a racing or crashed writer left in a
@@ -196,9 +234,12 @@ absl::StatusOr<RankFiles> WriteRankCheckpoint(const std::string& root, const Che
   RETURN_IF_ERROR(CheckRank(rank, key.world_size));
   ASSIGN_OR_RETURN(const std::string state_json,
                    RankStateToJson(state, key.step, key.epoch, rank, key.world_size));
+  // An older epoch's checkpoint of this step is replaced by the commit; a newer epoch's stands
+  // (this rank is a stale one).
   const std::string committed = JoinPath(root, CommittedDirName(key.step));
-  if (ReadManifest(committed).ok()) {
-    return absl::AlreadyExistsError(StrCat("checkpoint ", committed, " is already committed; rank ",
+  if (absl::StatusOr<Manifest> m = ReadManifest(committed); m.ok() && m->epoch > key.epoch) {
+    return absl::AlreadyExistsError(StrCat("checkpoint ", committed,
+                                           " is already committed by epoch ", m->epoch, "; rank ",
                                            rank, " of epoch ", key.epoch, " wrote nothing"));
   }
   RETURN_IF_ERROR(MakeRoot(root));
@@ -293,37 +334,49 @@ absl::StatusOr<std::string> CommitCheckpoint(const std::string& root,
 
   const std::string final_dir = JoinPath(root, CommittedDirName(key.step));
   const std::string staging = JoinPath(root, StagingDirName(key.step, key.epoch));
+  // This request's checkpoint is committed at `final_dir` already.
+  auto is_ours = [&](const absl::StatusOr<Manifest>& m) {
+    return m.ok() && m->epoch == key.epoch && m->files == manifest.files;
+  };
   // A few rounds, in case another committer is running at the same time.
   for (int attempt = 0; attempt < 4; ++attempt) {
+    bool replace = false;  // final_dir holds a committed checkpoint that this commit replaces
     if (IsDirectory(final_dir)) {
       absl::StatusOr<Manifest> existing = ReadManifest(final_dir);
+      if (is_ours(existing)) {
+        if (IsDirectory(staging)) RETURN_IF_ERROR(RemoveTree(staging));
+        RemoveStrayTempFiles(final_dir);
+        return final_dir;
+      }
       if (existing.ok()) {
-        if (existing->epoch == key.epoch && existing->files == manifest.files) {
-          if (IsDirectory(staging)) RETURN_IF_ERROR(RemoveTree(staging));
-          RemoveStrayTempFiles(final_dir);
-          return final_dir;
+        if (existing->epoch > key.epoch) {
+          return absl::AlreadyExistsError(
+              StrCat("step ", key.step, " is already committed at ", final_dir, " by epoch ",
+                     existing->epoch, ", newer than epoch ", key.epoch, "; epoch ", key.epoch,
+                     "'s staging directory was not committed"));
         }
-        return absl::AlreadyExistsError(
-            StrCat("step ", key.step, " is already committed at ", final_dir, " by epoch ",
-                   existing->epoch, existing->epoch == key.epoch ? " with other files" : "",
-                   "; epoch ", key.epoch, "'s staging directory was not committed"));
+        // An older epoch's checkpoint of this step, or this epoch's with other files: left by a
+        // run that went on past the checkpoint it was then resumed from. This one replaces it.
+        replace = true;
+      } else {
+        if (existing.status().code() != absl::StatusCode::kNotFound &&
+            existing.status().code() != absl::StatusCode::kDataLoss) {
+          return existing.status();
+        }
+        // A directory with the committed name but no valid manifest is not a checkpoint: move it
+        // out of the way.
+        spdlog::warn("checkpoint commit: {} has no valid manifest ({}); moving it aside",
+                     final_dir, existing.status().ToString());
+        const std::string trash = JoinPath(root, TrashName(key.step));
+        if (::rename(final_dir.c_str(), trash.c_str()) != 0 && errno != ENOENT) {
+          return PosixError(errno, StrCat("rename ", final_dir, " to"), trash);
+        }
+        continue;
       }
-      if (existing.status().code() != absl::StatusCode::kNotFound &&
-          existing.status().code() != absl::StatusCode::kDataLoss) {
-        return existing.status();
-      }
-      // A directory with the committed name but no valid manifest is not a checkpoint: move it
-      // out of the way.
-      spdlog::warn("checkpoint commit: {} has no valid manifest ({}); moving it aside", final_dir,
-                   existing.status().ToString());
-      const std::string trash = JoinPath(root, TrashName(key.step));
-      if (::rename(final_dir.c_str(), trash.c_str()) != 0 && errno != ENOENT) {
-        return PosixError(errno, StrCat("rename ", final_dir, " to"), trash);
-      }
-      continue;
     }
     if (!IsDirectory(staging)) {
-      if (IsDirectory(final_dir)) continue;  // another committer just finished
+      // Another committer may just have finished (the next round returns its result).
+      if (IsDirectory(final_dir) && (!replace || is_ours(ReadManifest(final_dir)))) continue;
       return absl::FailedPreconditionError(StrCat("cannot commit step ", key.step, " of epoch ",
                                                   key.epoch, ": staging directory ", staging,
                                                   " does not exist"));
@@ -365,6 +418,12 @@ absl::StatusOr<std::string> CommitCheckpoint(const std::string& root,
     if (!wrote.ok()) {
       if (wrote.code() == absl::StatusCode::kNotFound && !IsDirectory(staging)) continue;
       return wrote;
+    }
+    if (replace) {
+      ASSIGN_OR_RETURN(const bool replaced, ReplaceCommitted(root, staging, final_dir, key.step));
+      if (!replaced) continue;  // final_dir went away meanwhile
+      RemoveStrayTempFiles(final_dir);
+      return final_dir;
     }
     if (::rename(staging.c_str(), final_dir.c_str()) != 0) {
       const int err = errno;
@@ -428,6 +487,66 @@ absl::StatusOr<CommittedCheckpoint> LatestCommitted(const std::string& root) {
     return absl::NotFoundError(StrCat("no committed checkpoint under ", root));
   }
   return std::move(all.back());
+}
+
+absl::StatusOr<CommittedCheckpoint> FindCommitted(const std::string& root, int64_t step) {
+  const std::string dir = JoinPath(root, CommittedDirName(step));
+  if (!IsDirectory(dir)) {
+    // Say what there is instead (quietly: ListCommitted logs every unusable directory).
+    std::vector<int64_t> steps;
+    std::error_code ec;
+    for (fs::directory_iterator it(root, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      const CheckpointDirName e = ParseCheckpointDirName(it->path().filename().string());
+      if (e.kind == CheckpointDirName::kCommitted &&
+          ValidateCommitted(it->path().string(), e.step).ok()) {
+        steps.push_back(e.step);
+      }
+    }
+    std::sort(steps.begin(), steps.end());
+    return absl::NotFoundError(StrCat(
+        "there is no checkpoint of step ", step, " under ", root,
+        steps.empty() ? std::string(" (no committed checkpoint at all)")
+                      : StrCat(" (committed steps: ", absl::StrJoin(steps, ", "), ")")));
+  }
+  absl::StatusOr<Manifest> m = ValidateCommitted(dir, step);
+  if (!m.ok()) {
+    // Without a manifest the message says so ("<dir> has no MANIFEST.json: not a committed
+    // checkpoint"); otherwise it says what is wrong with it or with a file it lists.
+    const bool no_manifest = ::access(JoinPath(dir, kManifestFileName).c_str(), F_OK) != 0;
+    return absl::FailedPreconditionError(
+        no_manifest ? std::string(m.status().message())
+                    : StrCat(dir, " is not a usable committed checkpoint: ", m.status().message()));
+  }
+  return CommittedCheckpoint{dir, *std::move(m)};
+}
+
+absl::StatusOr<std::vector<std::string>> DiscardAfter(const std::string& root, int64_t step) {
+  std::vector<std::pair<std::string, int64_t>> later;  // path, step
+  std::error_code ec;
+  for (fs::directory_iterator it(root, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    const CheckpointDirName e = ParseCheckpointDirName(it->path().filename().string());
+    if ((e.kind == CheckpointDirName::kCommitted || e.kind == CheckpointDirName::kStaging) &&
+        e.step > step) {
+      later.emplace_back(it->path().string(), e.step);
+    }
+  }
+  if (ec && ec != std::errc::no_such_file_or_directory) return PosixError(ec.value(), "list", root);
+  std::sort(later.begin(), later.end());
+  std::vector<std::string> removed;
+  for (const auto& [path, dir_step] : later) {
+    // The rename first: from then on the directory is no checkpoint, whatever happens next.
+    const std::string trash = JoinPath(root, TrashName(dir_step));
+    if (::rename(path.c_str(), trash.c_str()) != 0) {
+      if (errno == ENOENT) continue;  // another process discarded it
+      return PosixError(errno, StrCat("rename ", path, " to"), trash);
+    }
+    RETURN_IF_ERROR(FsyncDirectory(root));
+    RETURN_IF_ERROR(RemoveTree(trash));
+    removed.push_back(path);
+  }
+  return removed;
 }
 
 // ---- Retention ---------------------------------------------------------------------------------

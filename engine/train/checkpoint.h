@@ -58,11 +58,13 @@ struct RankFiles {
 // Rank side. Writes rank `rank`'s three files into <root>/StagingDirName(key.step, key.epoch)
 // (creating the root and the staging directory if needed; several processes may do so at once),
 // each atomically, and returns their sizes and checksums (computed from the bytes written).
-// Rewriting the same rank's files replaces them. `model` and `optimizer` must hold the tensors
-// (their borrowed buffers stay valid for the call). Errors: INVALID_ARGUMENT for a negative step
-// or epoch, world_size < 1 or rank outside [0, world_size), or an `extra` string that is not valid
-// UTF-8; ALREADY_EXISTS when <root>/step-<N> is already committed (nothing is written); otherwise
-// the errno's code naming the path.
+// Rewriting the same rank's files replaces them. A step already committed by this epoch or an
+// older one may be written again: its commit replaces the committed checkpoint (CommitCheckpoint).
+// `model` and `optimizer` must hold the tensors (their borrowed buffers stay valid for the call).
+// Errors: INVALID_ARGUMENT for a negative step or epoch, world_size < 1 or rank outside
+// [0, world_size), or an `extra` string that is not valid UTF-8; ALREADY_EXISTS when <root>/step-<N>
+// is already committed by a newer epoch (nothing is written); otherwise the errno's code naming the
+// path.
 absl::StatusOr<RankFiles> WriteRankCheckpoint(const std::string& root, const CheckpointKey& key,
                                               int rank, const SafetensorsWriter& model,
                                               const SafetensorsWriter& optimizer,
@@ -90,11 +92,18 @@ struct CommitRequest {
 // <root>/step-<N>. Returns the committed directory. Idempotent and crash-safe: calling it again,
 // concurrently, or after a crash at any point converges on the same committed checkpoint; OK when
 // step N is already committed by this epoch with the same files.
+// A step-<N> committed by an older epoch, or by this one with other files, is what a run that went
+// on past the checkpoint it was then resumed from left behind (e.g. ranks that trained on until
+// their stop took effect): it is replaced, with one atomic exchange of the two directories (a
+// reader sees the old or the new checkpoint, never none; where the file system cannot exchange,
+// the old one is moved aside first), then the old one is deleted. So a checkpoint always holds
+// what the run that last wrote it computed, whatever its world size. Replacing commits of one step
+// must not run concurrently (each step has one committer: rank 0, or the single process).
 // Errors: INVALID_ARGUMENT when the acknowledgements are not exactly the three files of every rank
-// in [0, world_size); ALREADY_EXISTS when step N was committed by another epoch or with other
-// files (that checkpoint stands); FAILED_PRECONDITION when the staging directory or a file in it is
-// missing (the ranks have not written); DATA_LOSS naming the file whose size (or, with
-// verify_checksums, CRC32C) differs from its acknowledgement; otherwise the errno's code.
+// in [0, world_size); ALREADY_EXISTS when step N was committed by a newer epoch (that checkpoint
+// stands); FAILED_PRECONDITION when the staging directory or a file in it is missing (the ranks
+// have not written); DATA_LOSS naming the file whose size (or, with verify_checksums, CRC32C)
+// differs from its acknowledgement; otherwise the errno's code.
 absl::StatusOr<std::string> CommitCheckpoint(const std::string& root, const CommitRequest& request);
 
 struct CommittedCheckpoint {
@@ -110,6 +119,20 @@ absl::StatusOr<std::vector<CommittedCheckpoint>> ListCommitted(const std::string
 
 // The newest of ListCommitted. NOT_FOUND when there is none; errors as ListCommitted.
 absl::StatusOr<CommittedCheckpoint> LatestCommitted(const std::string& root);
+
+// The committed checkpoint of exactly step `step` under `root`, checked as ListCommitted checks
+// (checksums are not read). Errors: NOT_FOUND when <root>/step-<N> does not exist (the message
+// names the committed steps there); FAILED_PRECONDITION when it exists but is not a committed
+// checkpoint (no valid manifest, or a file it lists is missing or has another size), saying why.
+absl::StatusOr<CommittedCheckpoint> FindCommitted(const std::string& root, int64_t step);
+
+// Rolls `root` back to step `step` for a run that resumes from it (0: from the seed): removes the
+// directories of every later step -- committed checkpoints, damaged ones and staging directories --
+// each first renamed to a trash name (as Prune does), so that the newest committed checkpoint left
+// is at most `step` and the run writes those steps again. Several processes may run it at once (a
+// directory another one removed is skipped); nothing may be writing a later step meanwhile.
+// Returns the removed paths, in name order. Errors: the errno's code naming the path.
+absl::StatusOr<std::vector<std::string>> DiscardAfter(const std::string& root, int64_t step);
 
 // Reads and validates <dir>/MANIFEST.json. Errors: NOT_FOUND when there is no manifest (the
 // directory is not a committed checkpoint); those of ManifestFromJson.

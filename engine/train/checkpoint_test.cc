@@ -1,12 +1,14 @@
 // Tests for the checkpoint store: write-commit-load round trips (ranks in one process and in
 // separate processes), crashes at each point of the protocol, corrupted files, repeated and
-// concurrent commits, retention, and checkpoints from another world size or model config.
+// concurrent commits, a step written again replacing its committed checkpoint, retention, finding
+// one step and rolling back to it, and checkpoints from another world size or model config.
 #include "engine/train/checkpoint.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -448,25 +450,126 @@ TEST(CheckpointTest, ACommitWhoseFilesAreMissingOrDifferIsRefused) {
   EXPECT_THAT(LatestCommitted(root), StatusIs(absl::StatusCode::kNotFound));
 }
 
-TEST(CheckpointTest, AStepCommittedByAnotherEpochStands) {
+TEST(CheckpointTest, AStepCommittedByANewerEpochStands) {
   const std::string root = TestDir();
-  const std::string dir = WriteAndCommit(root, CheckpointKey{30, 1, 1});
+  const std::string dir = WriteAndCommit(root, CheckpointKey{30, 2, 1});
   const std::string manifest = ReadAll(dir + "/MANIFEST.json");
-  // A later epoch wrote step 30 again (it had not heard of the commit) and tries to commit it.
-  ASSERT_THAT(WriteRank(root, CheckpointKey{30, 2, 1}, 0),
-              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("already committed")));
-  fs::create_directories(root + "/" + StagingDirName(30, 2));
+  // A rank of an older epoch (a stale one) writes step 30 again and tries to commit it.
+  ASSERT_THAT(WriteRank(root, CheckpointKey{30, 1, 1}, 0),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("already committed by epoch 2")));
+  fs::create_directories(root + "/" + StagingDirName(30, 1));
   RankFiles fake{0, {}};
   for (CheckpointFileKind kind :
        {CheckpointFileKind::kModel, CheckpointFileKind::kOptimizer, CheckpointFileKind::kState}) {
     fake.files.push_back(CheckpointFile{CheckpointFileName(0, kind), 0, kind, 1, 2});
   }
-  EXPECT_THAT(CommitCheckpoint(root, Request(CheckpointKey{30, 2, 1}, {fake})),
-              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("by epoch 1")));
+  EXPECT_THAT(CommitCheckpoint(root, Request(CheckpointKey{30, 1, 1}, {fake})),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("by epoch 2, newer than epoch 1")));
   EXPECT_EQ(ReadAll(dir + "/MANIFEST.json"), manifest);
   // Prune cleans the loser's staging directory (its step is not newer than the newest).
   ASSERT_OK(Prune(root, 1).status());
   EXPECT_THAT(Entries(root), ElementsAre("step-00000030"));
+}
+
+TEST(CheckpointTest, AStepWrittenAgainReplacesTheCommittedOneAtomically) {
+  const std::string root = TestDir();
+  const std::string dir = root + "/step-00000030";
+  // Two ranks committed step 30, went on, and the job was rolled back to step 20; four ranks of
+  // the same epoch number (the trainer's) write step 30 again: theirs replaces it.
+  ASSERT_EQ(WriteAndCommit(root, CheckpointKey{30, 0, 2}), dir);
+  EXPECT_EQ(WriteAndCommit(root, CheckpointKey{30, 0, 4}), dir);
+  absl::StatusOr<Manifest> m = ReadManifest(dir);
+  ASSERT_OK(m);
+  EXPECT_EQ(m->world_size, 4);
+  EXPECT_THAT(Entries(root), ElementsAre("step-00000030")) << "no staging or trash left";
+  for (int r = 0; r < 4; ++r) ExpectRankLoads(dir, r, 30, 4);
+  // A newer epoch replaces an older one's checkpoint of the step too.
+  EXPECT_EQ(WriteAndCommit(root, CheckpointKey{30, 1, 1}), dir);
+  m = ReadManifest(dir);
+  ASSERT_OK(m);
+  EXPECT_EQ(m->epoch, 1);
+  EXPECT_EQ(m->world_size, 1);
+  EXPECT_THAT(Entries(root), ElementsAre("step-00000030"));
+  ExpectRankLoads(dir, 0, 30, 1);
+  // Committing the same files again is still a no-op.
+  EXPECT_EQ(WriteAndCommit(root, CheckpointKey{30, 1, 1}), dir);
+  EXPECT_THAT(Entries(root), ElementsAre("step-00000030"));
+
+  // While it is replaced over and over, step 30 never disappears.
+  std::atomic<bool> done{false};
+  std::atomic<int> missing{0};
+  std::thread reader([&] {
+    while (!done.load()) missing += fs::is_directory(dir) ? 0 : 1;
+  });
+  for (int i = 0; i < 20; ++i) WriteAndCommit(root, CheckpointKey{30, 1, i % 2 == 0 ? 2 : 1});
+  done = true;
+  reader.join();
+  EXPECT_EQ(missing.load(), 0);
+  EXPECT_THAT(Entries(root), ElementsAre("step-00000030"));
+  ExpectRankLoads(dir, 0, 30, 1);
+}
+
+TEST(CheckpointTest, FindCommittedFindsExactlyTheStepOrSaysWhatIsThere) {
+  const std::string root = TestDir();
+  EXPECT_THAT(FindCommitted(root + "/none", 10),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("there is no checkpoint of step 10 under " + root +
+                                 "/none (no committed checkpoint at all)")));
+  for (int64_t step : {10, 20}) WriteAndCommit(root, CheckpointKey{step, 0, 1});
+  absl::StatusOr<CommittedCheckpoint> found = FindCommitted(root, 10);
+  ASSERT_OK(found);
+  EXPECT_EQ(found->path, root + "/step-00000010");
+  EXPECT_EQ(found->manifest.step, 10);
+  EXPECT_THAT(FindCommitted(root, 15),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("(committed steps: 10, 20)")));
+  fs::create_directories(root + "/step-00000025");
+  EXPECT_THAT(FindCommitted(root, 25),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("step-00000025 has no MANIFEST.json: not a committed checkpoint")));
+  fs::resize_file(root + "/step-00000020/rank-0.safetensors", 10);
+  EXPECT_THAT(FindCommitted(root, 20),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("step-00000020 is not a usable committed checkpoint"),
+                             HasSubstr("rank-0.safetensors has 10 bytes"))));
+}
+
+TEST(CheckpointTest, DiscardAfterRemovesEveryLaterStepCommittedDamagedOrStaged) {
+  const std::string root = TestDir();
+  EXPECT_THAT(DiscardAfter(root + "/none", 0), ::dsv3::testing::IsOkAndHolds(IsEmpty()));
+  for (int64_t step : {10, 20, 30}) WriteAndCommit(root, CheckpointKey{step, 0, 1});
+  ASSERT_OK(WriteRank(root, CheckpointKey{5, 0, 1}, 0).status());   // staged, older: stays
+  ASSERT_OK(WriteRank(root, CheckpointKey{40, 0, 2}, 1).status());  // staged, later
+  fs::create_directories(root + "/step-00000050");                  // damaged, later
+  std::ofstream(root + "/notes.txt") << "not a checkpoint";
+  EXPECT_THAT(DiscardAfter(root, 20),
+              ::dsv3::testing::IsOkAndHolds(ElementsAre(
+                  root + "/step-00000030", root + "/step-00000040.tmp-e0",
+                  root + "/step-00000050")));
+  EXPECT_THAT(Entries(root), ElementsAre("notes.txt", "step-00000005.tmp-e0", "step-00000010",
+                                         "step-00000020"));
+  absl::StatusOr<CommittedCheckpoint> latest = LatestCommitted(root);
+  ASSERT_OK(latest);
+  EXPECT_EQ(latest->manifest.step, 20);
+  EXPECT_THAT(DiscardAfter(root, 20), ::dsv3::testing::IsOkAndHolds(IsEmpty()));
+
+  // Several processes (here threads) rolling back at once remove each directory once.
+  for (int64_t step : {30, 40, 50, 60}) WriteAndCommit(root, CheckpointKey{step, 0, 1});
+  std::vector<std::string> removed[4];
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      absl::StatusOr<std::vector<std::string>> r = DiscardAfter(root, 0);
+      EXPECT_OK(r);
+      if (r.ok()) removed[t] = *r;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<std::string> all;
+  for (const auto& r : removed) all.insert(all.end(), r.begin(), r.end());
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(all.size(), 7u) << "steps 10-60 and the staged step 5, each once";
+  EXPECT_TRUE(std::adjacent_find(all.begin(), all.end()) == all.end());
+  EXPECT_THAT(Entries(root), ElementsAre("notes.txt"));
 }
 
 TEST(CheckpointTest, ADirectoryWithTheCommittedNameButNoManifestIsReplacedByTheCommit) {

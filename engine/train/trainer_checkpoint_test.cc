@@ -236,13 +236,21 @@ TEST(TrainerCheckpointTest, AnOptimizerStepThatDisagreesWithTheManifestIsDataLos
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("is at step 2")));
 }
 
-TEST(TrainerCheckpointTest, AnAlreadyCommittedStepIsNotOverwritten) {
+TEST(TrainerCheckpointTest, SavingACommittedStepAgainReplacesIt) {
+  // A run resumed from an earlier checkpoint writes its own state of the step, not the state the
+  // run before it left there.
   ScratchDir dir("trainer_ckpt");
   model::ParameterSet a = MakeParams(1);
   AdamW adamw = TrainedOptimizer(&a, 1);
   ASSERT_OK(SaveCheckpoint(dir.path(), 1, TinyConfig(), {}, a, adamw, StateFor(1), 3));
-  EXPECT_THAT(SaveCheckpoint(dir.path(), 1, TinyConfig(), {}, a, adamw, StateFor(1), 3),
-              StatusIs(absl::StatusCode::kAlreadyExists));
+  model::ParameterSet b = MakeParams(2);
+  AdamW b_adamw = TrainedOptimizer(&b, 1);
+  ASSERT_OK(SaveCheckpoint(dir.path(), 1, TinyConfig(), {}, b, b_adamw, StateFor(1), 3));
+  model::ParameterSet c = MakeParams(3);
+  absl::StatusOr<AdamW> fresh = AdamW::Create(c.layout, adamw.config());
+  ASSERT_OK(fresh);
+  ASSERT_OK(RestoreCheckpoint(dir.path() + "/step-00000001", TinyConfig(), &c, &*fresh).status());
+  EXPECT_EQ(c.values, b.values);
 }
 
 }  // namespace

@@ -141,13 +141,16 @@ class Cluster:
     def address(self):
         return f"127.0.0.1:{self.port}"
 
-    def start_worker(self, name, node="node-a", token_file=None):
+    def start_worker(self, name, node="node-a", token_file=None, env=None):
+        """Starts a worker; `env` (a dict) is merged over os.environ for it, and so for the rank
+        processes it starts (e.g. a test-only fault such as DSV3_TEST_HANG)."""
         args = [binary("dsv3-worker"), f"--coordinator={self.address}", f"--name={name}",
                 f"--node={node}", f"--work_dir={os.path.join(self.dir, name)}"]
         token_file = token_file or self.token_file
         if token_file:
             args.append(f"--auth_token_file={token_file}")
-        proc = subprocess.Popen(args, stdout=self._log(name), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, stdout=self._log(name), stderr=subprocess.STDOUT,
+                                env={**os.environ, **env} if env else None)
         self.workers[name] = proc
         return proc
 

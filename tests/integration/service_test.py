@@ -6,7 +6,9 @@ reproduces, bit for bit, the losses of the same layout run uninterrupted by loca
 processes, with the work since that checkpoint counted as lost; two workers attached mid-run
 join at the next checkpoint (a new epoch of 4 ranks), and the last epoch reproduces, bit for bit,
 4 local processes resumed from the same committed checkpoint; a coordinator killed for 3 s mid-run
-leaves the job training, and its final accounting has no gap and no double count.
+leaves the job training, and its final accounting has no gap and no double count; a rank that
+hangs (test-only fault DSV3_TEST_HANG) is shown HUNG within 10 s, and the job re-plans onto a spare
+worker from its last committed checkpoint and completes.
 Run: DSV3_BIN_DIR=build /usr/bin/python3 -m unittest -v service_test
 """
 import json
@@ -16,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import unittest
 
@@ -101,6 +104,36 @@ def rank0_metrics(cluster, status, epoch):
     raise AssertionError(f"no metrics of rank 0 for epoch {epoch}")
 
 
+class JobWatch:
+    """`dsv3ctl watch JOB --json` in the background: every status the coordinator streams (one on
+    each change of the job), with the local time it arrived. Catches states that last only until
+    the next scheduling tick, which polling `status` would mostly miss."""
+
+    def __init__(self, cluster, job_id):
+        self.updates = []  # (time.time(), status)
+        self.proc = subprocess.Popen(
+            [binary("dsv3ctl"), f"--coordinator={cluster.address}", "watch", job_id, "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.strip():
+                self.updates.append((time.time(), json.loads(line)))
+
+    def first(self, predicate):
+        """(arrival time, status) of the first update for which predicate(status) holds."""
+        return next(((t, st) for t, st in list(self.updates) if predicate(st)), None)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.thread.join(timeout=10)
+        self.proc.stdout.close()
+
+
 def job_in_state(cluster, job_id, states):
     st = cluster.ctl_json("status", job_id)
     if st["state"] in ("FAILED", "CANCELLED") and st["state"] not in states:
@@ -183,6 +216,77 @@ class ServiceTest(unittest.TestCase):
                                    float(acc["device_hours"]), places=9)
             self.assertEqual(int(acc["tokens"]), steps * 128)
 
+    def test_a_hung_rank_is_reported_within_10_s_and_the_job_recovers_on_a_spare(self):
+        with Cluster() as c:
+            steps, every, hang_at = 16, 4, 6
+            spec = tiny_spec(c.dir, "hang", steps,
+                             {"pipeline_parallel": 2, "micro_batches": 4, "schedule": "dualpipe",
+                              "min_workers": 2, "max_workers": 2},
+                             every_steps=every)
+            c.start_coordinator()
+            # The planner orders workers by name: w1 gets rank 0, w2 rank 1 (which hangs after
+            # step 6, alive, as a rank stuck in a kernel would), w3 is the spare.
+            c.start_worker("w1")
+            c.start_worker("w2", env={"DSV3_TEST_HANG": f"1:{hang_at}"})
+            c.start_worker("w3")
+            wait_for(lambda: len(c.workers_by_name()) == 3, 20, "three workers")
+            rc, out, err = c.submit(spec)
+            self.assertEqual(rc, 0, err)
+            job_id = out.strip()
+            watch = JobWatch(c, job_id)
+            try:
+                st = wait_for(lambda: job_in_state(c, job_id, ("SUCCEEDED",)), 60, "the job done",
+                              interval=0.2)
+            finally:
+                watch.close()
+            events = c.ctl_json("status", job_id, "--events=1000")["events"]
+            kinds = [e["kind"] for e in events]
+            placed = next(e for e in events if e["kind"] == "placed")
+            self.assertEqual(placed["epoch"], "1")
+
+            # Rank 1 of epoch 1 ran on w2 and stopped making progress right after writing its
+            # step-6 metrics line: that file's last write is when it got stuck.
+            metrics = os.path.join(c.dir, "w2", job_id, "epoch-1-rank-1", "metrics-1.jsonl")
+            self.assertEqual(max(step_metrics(metrics)), hang_at)
+            stuck_at = os.path.getmtime(metrics)
+            # The job's status showed it HUNG (seen on the watch stream) ...
+            seen = watch.first(lambda s: any(r["state"] == "HUNG" for r in s.get("workers", [])))
+            self.assertIsNotNone(seen, "no status update showed a HUNG rank")
+            seen_at, hung_status = seen
+            hung = [r for r in hung_status["workers"] if r["state"] == "HUNG"]
+            self.assertEqual([(r["rank"], r["worker_name"]) for r in hung], [("1", "w2")])
+            self.assertIn(f"rank 1 hung at step {hang_at}", hung[0]["detail"])
+            self.assertEqual(hung_status["state"], "RECOVERING")
+            # ... and the event names the rank, its worker and where it is stuck.
+            rank_hung = [e for e in events if e["kind"] == "rank_hung"]
+            self.assertEqual(len(rank_hung), 1, kinds)
+            self.assertIn(f"rank 1 (worker w2) hung at step {hang_at}", rank_hung[0]["message"])
+            self.assertIn(f"after step {hang_at} (op ", rank_hung[0]["message"])
+            event_at = int(rank_hung[0]["time_unix_ms"]) / 1000
+            print(f"\n  rank 1 stuck after step {hang_at} (its metrics file's last write); "
+                  f"rank_hung event {event_at - stuck_at:.2f} s later, HUNG seen in the watched "
+                  f"status {seen_at - stuck_at:.2f} s later (worker hang timeout 5 s)")
+            self.assertLess(event_at - stuck_at, 10)
+            self.assertLess(seen_at - stuck_at, 10)
+
+            # The job re-planned without w2, from the checkpoint committed before the hang, and
+            # completed on w1 and the spare.
+            replanned = [e for e in events if e["kind"] == "replanned"]
+            self.assertEqual(len(replanned), 1, kinds)
+            self.assertEqual(replanned[0]["epoch"], "2")
+            self.assertIn("left out w2", replanned[0]["message"])
+            self.assertEqual(st["epoch"], "2")
+            self.assertEqual(sorted(r["worker_name"] for r in st["workers"]), ["w1", "w3"])
+            self.assertEqual(int(st["step"]), steps)
+            got = rank0_metrics(c, st, 2)
+            self.assertEqual(min(got) - 1, hang_at // every * every, "resumed from step 4")
+            acc = st["accounting"]
+            self.assertEqual(int(acc["tokens"]), steps * 128)
+            self.assertGreater(float(acc["lost_device_hours"]), 0)
+            self.assertAlmostEqual(float(acc["productive_device_hours"]) +
+                                   float(acc["lost_device_hours"]),
+                                   float(acc["device_hours"]), places=9)
+
     def test_a_coordinator_killed_mid_run_loses_no_step_and_no_device_second(self):
         with Cluster() as c:
             steps, every = 400, 20
@@ -264,14 +368,14 @@ class ServiceTest(unittest.TestCase):
             self.assertEqual(grew[0]["epoch"], st["epoch"])
             grew_at = int(re.search(r"at the checkpoint at step (\d+)", grew[0]["message"])[1])
             self.assertEqual(grew_at % every, 0, grew[0]["message"])
-            # The last epoch's ranks resumed from the newest committed checkpoint under
-            # checkpoint.dir: the grow's, or a later one that the previous epoch's ranks
-            # committed before their stop took effect. So: at or after the grow's step.
+            # The last epoch's ranks resumed from exactly the checkpoint the grow happened at (the
+            # assignment's resume_step), even when the previous epoch's ranks wrote later ones
+            # before their stop took effect.
             got = rank0_metrics(c, st, int(st["epoch"]))
             self.assertTrue(got, "the last epoch trained no step")
             resumed_from = min(got) - 1
             print(f"\n  grew at step {grew_at}; the last epoch resumed at step {resumed_from}")
-            self.assertGreaterEqual(resumed_from, grew_at)
+            self.assertEqual(resumed_from, grew_at)
             self.assertEqual(sorted(got), list(range(resumed_from + 1, steps + 1)))
             # The trajectory continues exactly: 4 local processes (2 stages x 2 expert shards)
             # resumed from the same committed checkpoint give the same losses, bit for bit.
