@@ -576,6 +576,7 @@ absl::Status Coordinator::OpenSession(const std::string& worker_id, SessionSink*
     it->second->Close(absl::AbortedError("a newer session replaced this one"));
   }
   sessions_[worker_id] = sink;
+  w->session_lost = false;
   membership_.Heartbeat(worker_id, clock_->Now());
   if (auto it = pending_stops_.find(worker_id); it != pending_stops_.end()) {
     for (const auto& stop : it->second) {
@@ -602,6 +603,9 @@ void Coordinator::CloseSession(const std::string& worker_id, SessionSink* sink) 
   absl::MutexLock lock(&mu_);
   if (auto it = sessions_.find(worker_id); it != sessions_.end() && it->second == sink) {
     sessions_.erase(it);
+    if (WorkerRecord* w = membership_.Find(worker_id); w != nullptr && w->alive) {
+      w->session_lost = true;  // not placed on until it opens a session again
+    }
   }
 }
 
@@ -789,7 +793,7 @@ bool Coordinator::TryPlace(Job& job, absl::Time now) {
   std::vector<PlannerWorker> candidates, trusted;
   std::vector<std::string> left_out;
   for (const WorkerRecord* w : membership_.All()) {
-    if (!w->alive) continue;
+    if (!w->alive || w->session_lost) continue;
     if (w->job_id.empty() || (w->job_id == job.status.job_id() && w->rank < 0)) {
       candidates.push_back(PlannerWorker{w->id, w->name, w->node});
       if (job.hung_workers.contains(w->name)) {
@@ -888,6 +892,7 @@ int64_t Coordinator::GrowWorld(const Job& job, std::vector<std::string>* idle_na
   for (const WorkerRecord* w : membership_.All()) {
     if (!w->alive) continue;
     if (w->job_id == job.status.job_id()) ++held;
+    if (w->session_lost) continue;
     // A worker on which a rank of this job hung is not grown onto (see TryPlace).
     if (w->job_id.empty() && !job.hung_workers.contains(w->name)) idle.push_back(w->name);
   }
@@ -939,7 +944,7 @@ bool Coordinator::MaybeGrow(Job& job, int64_t step, absl::Time now) {
   if (GrowWorld(job, nullptr) == 0) return false;
   std::vector<PlannerWorker> candidates;
   for (const WorkerRecord* w : membership_.All()) {
-    if (!w->alive) continue;
+    if (!w->alive || w->session_lost) continue;
     if (w->job_id == job.status.job_id() ||
         (w->job_id.empty() && !job.hung_workers.contains(w->name))) {
       candidates.push_back(PlannerWorker{w->id, w->name, w->node});

@@ -910,6 +910,53 @@ TEST_F(CoordinatorTest, AFailedRankRecoversOnTheSameWorkersFromTheLastCommittedC
   EXPECT_EQ(st.message(), "training: step 52/300, loss 6.0000 (epoch 2, 2 workers)");
 }
 
+TEST_F(CoordinatorTest, AWorkerWhoseSessionEndedIsNotPlacedOnUntilItOpensOneAgain) {
+  Placed p = PlaceOnTwoWorkers();
+  FakeSink& s3 = NewSink();
+  const std::string w3 = AddWorker("w3", &s3);  // a spare
+  Steps(p, 1, 10);
+  Checkpoint(p, 10);
+  // Worker 1 is killed: its connection resets and its session ends at once, well before its lease
+  // expires; the survivor's rank then fails on the dead peer.
+  coordinator_->CloseSession(p.worker[1], p.sink[1]);
+  Exit(p, 0, 1, "peer rank 1 closed the connection");
+  ASSERT_EQ(Job(p.job).state(), v1::RECOVERING);
+  // The re-plan (the lease of worker 1 has not expired: it still counts as alive) leaves it out.
+  Heartbeat(p.worker[0]);
+  Heartbeat(w3);
+  clock_.Advance(absl::Milliseconds(500));
+  coordinator_->Tick();
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING);
+  EXPECT_EQ(st.epoch(), 2);
+  EXPECT_EQ(p.sink[1]->Assignments().size(), 1u) << "nothing new for the worker without a session";
+  ASSERT_EQ(s3.Assignments().size(), 1u);
+  EXPECT_EQ(s3.Assignments()[0].resume_step(), 10);
+  for (const auto& r : st.workers()) EXPECT_NE(r.worker_id(), p.worker[1]);
+
+  // A worker whose session opens again (it reconnected) is a candidate again: here the one it
+  // takes the place of, w3, lost its session too, and w1's rank fails on it.
+  FakeSink& again = NewSink();
+  ASSERT_OK(coordinator_->OpenSession(p.worker[1], &again));
+  coordinator_->CloseSession(w3, &s3);
+  const v1::Assignment a1 = p.sink[0]->Assignments().back();
+  v1::RankReport exit;
+  exit.set_job_id(a1.job_id());
+  exit.set_epoch(a1.epoch());
+  exit.set_rank(a1.rank().rank());
+  exit.set_event("exit");
+  exit.set_exit_code(1);
+  exit.set_detail("peer closed the connection");
+  Send(p.worker[0], exit);
+  ASSERT_EQ(Job(p.job).state(), v1::RECOVERING);
+  RunAll({p.worker[0], p.worker[1], w3}, absl::Milliseconds(500));
+  st = Job(p.job);
+  EXPECT_EQ(st.state(), v1::RUNNING);
+  EXPECT_EQ(st.epoch(), 3);
+  EXPECT_EQ(again.Assignments().size(), 1u);
+  EXPECT_EQ(s3.Assignments().size(), 1u);
+}
+
 TEST_F(CoordinatorTest, ReportsOfAnOldEpochOrOfARankTheWorkerDoesNotHoldChangeNothing) {
   Placed p = PlaceOnTwoWorkers();
   Steps(p, 1, 10);

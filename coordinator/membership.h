@@ -26,6 +26,11 @@ struct WorkerRecord {
   absl::Time last_heartbeat;
   bool alive = true;
   std::string dead_reason;  // set when !alive
+  // Its session stream ended without a Detach (the process died, or the connection broke) and
+  // has not been opened again. Such a worker is alive until its lease expires, but no job is
+  // placed on it: a killed worker's reset connection ends its session at once, so a re-plan
+  // right after a kill -9 does not pick it again.
+  bool session_lost = false;
   std::string job_id;       // the job it serves, empty when idle
   int64_t rank = -1;
 };
