@@ -67,7 +67,8 @@ constexpr char kUsage[] =
     "                first (this run trains those steps again). Exit 2 when step S has no\n"
     "                committed checkpoint\n"
     "  --progress    rewrite FILE every 200 ms with this rank's position for liveness checks:\n"
-    "                {\"step\": S, \"micro_batch\": M, \"ticks\": T, \"waiting\": W, \"unix_ms\": ...}\n"
+    "                {\"step\": S, \"micro_batch\": M, \"ticks\": T, \"waiting\": W,\n"
+    "                \"collective_seq\": C, \"collective_group\": \"G\", \"unix_ms\": ...}\n"
     "  --world_size, --rank, --store   one rank of a job of N processes on this machine (Gloo on\n"
     "                127.0.0.1, bootstrapped through the file store DIR, created if missing, or\n"
     "                the coordinator's store: --store=coordinator://HOST:PORT/JOB_ID/EPOCH);\n"
@@ -428,10 +429,15 @@ class ProgressPublisher {
         const std::string tmp = path_ + ".tmp";
         {
           std::ofstream out(tmp, std::ios::trunc);
+          // Group names come from this program (e.g. "world4-g0/ep"); anything that would need
+          // escaping in JSON is dropped.
+          std::string group = CollectiveGroupName(p.collective_group.load());
+          std::erase_if(group, [](char ch) { return ch == '"' || ch == '\\' || ch < 0x20; });
           out << absl::StrFormat(
-              R"({"step": %d, "micro_batch": %d, "ticks": %d, "waiting": %d, "unix_ms": %d})",
+              R"({"step": %d, "micro_batch": %d, "ticks": %d, "waiting": %d, )"
+              R"("collective_seq": %d, "collective_group": "%s", "unix_ms": %d})",
               p.step.load(), p.micro_batch.load(), p.ticks.load(), p.waiting.load(),
-              absl::ToUnixMillis(absl::Now()))
+              p.collective_seq.load(), group, absl::ToUnixMillis(absl::Now()))
               << "\n";
         }
         std::rename(tmp.c_str(), path_.c_str());

@@ -633,11 +633,20 @@ absl::Status Coordinator::HandleWorkerMessage(const std::string& worker_id,
         if (IsEndedRank(p.state())) continue;
         for (auto& rank : *job->status.mutable_workers()) {
           if (IsEndedRank(rank.state())) continue;
-          if (rank.rank() == p.rank() && rank.worker_id() == worker_id &&
-              p.state() != v1::RANK_STATE_UNSPECIFIED && rank.state() != p.state()) {
+          if (rank.rank() != p.rank() || rank.worker_id() != worker_id ||
+              p.state() == v1::RANK_STATE_UNSPECIFIED) {
+            continue;
+          }
+          if (rank.state() != p.state()) {
             rank.set_state(p.state());
             if (!p.detail().empty()) rank.set_detail(p.detail());
             job->dirty = true;
+            Touch(*job);
+          } else if (!p.detail().empty() && rank.detail() != p.detail()) {
+            // The same state with news, e.g. "step 12/300; waiting for a peer for 4s (op 6,
+            // last collective #25 of group world2-g0)": shown, persisted with the next change.
+            rank.set_detail(p.detail());
+            *job->status.mutable_placement()->mutable_ranks() = job->status.workers();
             Touch(*job);
           }
         }

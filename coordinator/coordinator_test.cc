@@ -1183,6 +1183,30 @@ TEST_F(CoordinatorTest, OnlyTheExitReportEndsARankNotAHeartbeatSayingSo) {
   EXPECT_EQ(Job(p.job).state(), v1::RECOVERING);
 }
 
+TEST_F(CoordinatorTest, AHeartbeatsDetailOfARankWaitingForAPeerIsShown) {
+  Placed p = PlaceOnTwoWorkers();
+  Steps(p, 1, 2);
+  const std::string waiting =
+      "step 2/300; waiting for a peer for 4s (op 6, last collective #25 of group world2-g0)";
+  v1::WorkerMessage hb;
+  v1::RankProgress* r = hb.mutable_heartbeat()->add_ranks();
+  r->set_job_id(p.job);
+  r->set_epoch(1);
+  r->set_rank(0);
+  r->set_state(v1::TRAINING);
+  r->set_micro_batch(6);
+  r->set_collective_seq(25);
+  r->set_detail(waiting);
+  ASSERT_OK(coordinator_->HandleWorkerMessage(p.worker[0], hb));
+  v1::JobStatus st = Job(p.job);
+  EXPECT_EQ(st.workers(0).state(), v1::TRAINING);
+  EXPECT_EQ(st.workers(0).detail(), waiting);
+  EXPECT_EQ(st.placement().ranks(0).detail(), waiting);
+  // The next step report says where the rank is again.
+  Steps(p, 3, 3);
+  EXPECT_EQ(Job(p.job).workers(0).detail(), "step 3/300");
+}
+
 TEST_F(CoordinatorTest, RanksThatEndedWhileTheCoordinatorWasDownAreDecidedByTheirExitReports) {
   Placed p = PlaceOnTwoWorkers();
   Steps(p, 1, 20);

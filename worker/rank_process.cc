@@ -206,6 +206,12 @@ void RankProcess::ReadMetrics() {
   partial_line_.erase(0, start);
 }
 
+std::string CollectiveText(const RankPositionSnapshot& p) {
+  if (p.collective_seq < 0) return "";
+  return absl::StrCat(", last collective #", p.collective_seq,
+                      p.collective_group.empty() ? "" : " of group " + p.collective_group);
+}
+
 RankPositionSnapshot RankProcess::position() const {
   absl::MutexLock lock(&position_mu_);
   return position_;
@@ -230,6 +236,10 @@ void RankProcess::ReadProgress() {
     snap.micro_batch = number("micro_batch");
     snap.ticks = number("ticks");
     snap.waiting = number("waiting");
+    snap.collective_seq = fields.fields().contains("collective_seq") ? number("collective_seq") : -1;
+    if (auto it = fields.fields().find("collective_group"); it != fields.fields().end()) {
+      snap.collective_group = it->second.string_value();
+    }
     if (snap.ticks != position_.ticks || last_tick_change_ == absl::InfinitePast()) {
       last_tick_change_ = now;
     }
@@ -244,9 +254,10 @@ void RankProcess::ReadProgress() {
   hung.set_rank(assignment_.rank().rank());
   hung.set_event("hung");
   hung.set_step(snap.step);
-  hung.set_detail(absl::StrCat("no progress for ", absl::FormatDuration(absl::Trunc(snap.stalled, absl::Milliseconds(100))),
-                               " after step ", snap.step, " (op ", snap.micro_batch,
-                               "), not waiting for a peer: the rank is stuck"));
+  hung.set_detail(absl::StrCat(
+      "no progress for ", absl::FormatDuration(absl::Trunc(snap.stalled, absl::Milliseconds(100))),
+      " after step ", snap.step, " (op ", snap.micro_batch, CollectiveText(snap),
+      "), not waiting for a peer: the rank is stuck"));
   spdlog::warn("rank {} of {} epoch {} (pid {}): {}", hung.rank(), hung.job_id(), hung.epoch(),
                pid_, hung.detail());
   on_report_(hung);

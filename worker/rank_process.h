@@ -47,8 +47,13 @@ struct RankPositionSnapshot {
   int64_t micro_batch = -1;
   int64_t ticks = -1;
   int64_t waiting = 0;
+  int64_t collective_seq = -1;   // the last collective entered (-1: none yet) ...
+  std::string collective_group;  // ... and its communicator group
   absl::Duration stalled;  // how long ticks have not moved
 };
+
+// ", last collective #C of group G" for a snapshot that has one, else "".
+std::string CollectiveText(const RankPositionSnapshot& p);
 
 class RankProcess {
  public:

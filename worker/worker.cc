@@ -106,9 +106,11 @@ v1::WorkerMessage Worker::MakeHeartbeat() {
     if (held.process != nullptr) {
       const RankPositionSnapshot pos = held.process->position();
       p->set_micro_batch(pos.micro_batch);
+      p->set_collective_seq(pos.collective_seq);
       if (held.state == v1::TRAINING && pos.waiting > 0 && pos.stalled >= absl::Seconds(2)) {
         p->set_detail(absl::StrCat(held.detail, "; waiting for a peer for ",
-                                   absl::FormatDuration(absl::Trunc(pos.stalled, absl::Seconds(1)))));
+                                   absl::FormatDuration(absl::Trunc(pos.stalled, absl::Seconds(1))),
+                                   " (op ", pos.micro_batch, CollectiveText(pos), ")"));
       }
     }
   }

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/rank_position.h"
 #include "common/status_macros.h"
 
 namespace dsv3::parallel {
@@ -35,6 +36,7 @@ CommunicatorBase::CommunicatorBase(int rank, int size, std::string name, absl::D
     : rank_(rank),
       size_(size),
       name_(std::move(name)),
+      group_id_(CollectiveGroupId(name_)),
       timeout_(timeout),
       store_(std::move(store)),
       next_pair_seq_(size, 0) {}
@@ -72,6 +74,10 @@ std::unique_ptr<Work> CommunicatorBase::Issue(CommOp op, int64_t* seq_out) {
     }
   } else {
     op.seq = next_seq_++;
+    // Where this rank is, for the worker's heartbeats and hang reports.
+    RankPosition& position = GlobalRankPosition();
+    position.collective_group.store(group_id_, std::memory_order_relaxed);
+    position.collective_seq.store(op.seq, std::memory_order_relaxed);
   }
   if (seq_out != nullptr) *seq_out = op.seq;
   FillOpHeaders(op, rank_, size_);

@@ -107,6 +107,7 @@ class CommunicatorBase : public Communicator {
   const int rank_;
   const int size_;
   const std::string name_;
+  const int32_t group_id_;  // CollectiveGroupId(name_), for the process's RankPosition
   const absl::Duration timeout_;
   const std::shared_ptr<Store> store_;
 

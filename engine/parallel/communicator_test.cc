@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/rank_position.h"
 #include "common/status_matchers.h"
 #include "engine/parallel/faulty_communicator.h"
 #include "engine/parallel/in_process_store.h"
@@ -231,6 +232,27 @@ TEST_P(CollectiveTest, ManyAsynchronousOperationsCompleteInIssueOrder) {
       EXPECT_THAT(bufs[k], ::testing::Each(k * 10 * n() + n() * (n() - 1) / 2)) << "op " << k;
     }
   });
+}
+
+TEST_P(CollectiveTest, TheProcessPositionNamesTheLastCollectiveEntered) {
+  // What the worker's heartbeats and hang reports quote (common/rank_position.h). The ranks of
+  // this test share one process and issue the same collectives, so they store the same values.
+  const RankPosition& position = GlobalRankPosition();
+  int64_t first = -1;
+  OnRanks(n(), [&](int r) {
+    int64_t v = r;
+    std::unique_ptr<Work> w = comm(r).AllReduce(&v, &v, 1, DataType::kInt64);
+    ASSERT_OK(w->Wait(kWait));
+    if (r == 0) first = position.collective_seq.load();
+  });
+  EXPECT_GE(first, 0);
+  EXPECT_EQ(CollectiveGroupName(position.collective_group.load()), comm(0).name());
+  OnRanks(n(), [&](int r) {
+    ASSERT_OK(comm(r).Barrier()->Wait(kWait));
+    ASSERT_OK(comm(r).Barrier()->Wait(kWait));
+  });
+  EXPECT_EQ(position.collective_seq.load(), first + 2) << "two more collectives";
+  EXPECT_EQ(CollectiveGroupId(comm(0).name()), position.collective_group.load());
 }
 
 TEST_P(CollectiveTest, SplitMakesGroupsOrderedByKey) {

@@ -262,6 +262,8 @@ class ServiceTest(unittest.TestCase):
             self.assertEqual(len(rank_hung), 1, kinds)
             self.assertIn(f"rank 1 (worker w2) hung at step {hang_at}", rank_hung[0]["message"])
             self.assertIn(f"after step {hang_at} (op ", rank_hung[0]["message"])
+            # ... and the last collective it entered (the heartbeats carry its sequence number).
+            self.assertRegex(rank_hung[0]["message"], r"last collective #\d+ of group \S+\)")
             event_at = int(rank_hung[0]["time_unix_ms"]) / 1000
             print(f"\n  rank 1 stuck after step {hang_at} (its metrics file's last write); "
                   f"rank_hung event {event_at - stuck_at:.2f} s later, HUNG seen in the watched "
