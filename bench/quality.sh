@@ -4,13 +4,14 @@
 # validation loss of a counted bigram model (bench/bigram_baseline.py) on the same tokens.
 #
 #   bench/quality.sh [--steps=N] [--precisions="fp32 bf16 fp8"] [--threads=N] [--out=DIR]
-#                    [--global_batch_tokens=N] [--lr=X] [--warmup_steps=N]
+#                    [--global_batch_tokens=N] [--lr=X] [--warmup_steps=N] [--seed=N]
 #
 # The full demo is the spec's train.steps (1200 steps of 4096 tokens, 4.9M tokens); --steps changes
 # the run's length (the LR schedule then spans N steps). Needs a build (scripts/build.sh) and the corpus
 # (scripts/bootstrap.sh). Logs go to --out (default runs/quality). --global_batch_tokens, --lr and
 # --warmup_steps override the spec's (the batch studies of docs/benchmarks.md); by default the
-# warm-up is the spec's, capped at a tenth of the steps.
+# warm-up is the spec's, capped at a tenth of the steps. --seed overrides train.seed (how much a
+# different initialisation moves the final loss).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=
@@ -20,6 +21,7 @@ OUT=runs/quality
 BATCH=
 LR=
 WARMUP=
+SEED=
 for arg in "$@"; do
   case "$arg" in
     --steps=*) STEPS=${arg#*=} ;;
@@ -29,8 +31,9 @@ for arg in "$@"; do
     --global_batch_tokens=*) BATCH=${arg#*=} ;;
     --lr=*) LR=${arg#*=} ;;
     --warmup_steps=*) WARMUP=${arg#*=} ;;
+    --seed=*) SEED=${arg#*=} ;;
     *) echo "usage: $0 [--steps=N] [--precisions=\"fp32 bf16 fp8\"] [--threads=N] [--out=DIR]" \
-            "[--global_batch_tokens=N] [--lr=X] [--warmup_steps=N]" >&2
+            "[--global_batch_tokens=N] [--lr=X] [--warmup_steps=N] [--seed=N]" >&2
        exit 2 ;;
   esac
 done
@@ -45,9 +48,10 @@ echo "bigram baseline: $baseline" >&2
 
 for p in $PRECISIONS; do
   spec="$OUT/brown-tiny-$p.json"
-  /usr/bin/python3 - "$p" "$STEPS" "$OUT/ckpt-$p" "$BATCH" "$LR" "$WARMUP" > "$spec" <<'PY'
+  /usr/bin/python3 - "$p" "$STEPS" "$OUT/ckpt-$p" "$BATCH" "$LR" "$WARMUP" "$SEED" > "$spec" <<'PY'
 import json, sys
-precision, ckpt, batch, lr, warmup = sys.argv[1], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+precision, ckpt, batch, lr, warmup, seed = (sys.argv[1], sys.argv[3], sys.argv[4], sys.argv[5],
+                                            sys.argv[6], sys.argv[7])
 spec = json.load(open("docs/examples/brown-tiny.json"))
 steps = int(sys.argv[2]) if sys.argv[2] else spec["train"]["steps"]
 if batch:
@@ -55,6 +59,8 @@ if batch:
 if lr:
     spec["train"]["lr"] = float(lr)
     spec["train"]["min_lr"] = float(lr) / 10
+if seed:
+    spec["train"]["seed"] = int(seed)
 spec["name"] = f"brown-tiny-{precision}"
 spec["precision"] = precision
 spec["train"]["steps"] = steps
