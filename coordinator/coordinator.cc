@@ -1005,11 +1005,12 @@ void Coordinator::SendAssignment(const Job& job, const v1::RankPlacement& rank) 
 }
 
 void Coordinator::SendStop(const std::string& worker_id, const std::string& job_id, int64_t epoch,
-                           const std::string& reason) {
+                           const std::string& reason, bool discard) {
   v1::CoordinatorMessage m;
   m.mutable_stop()->set_job_id(job_id);
   m.mutable_stop()->set_epoch(epoch);
   m.mutable_stop()->set_reason(reason);
+  m.mutable_stop()->set_discard(discard);
   if (auto it = sessions_.find(worker_id); it != sessions_.end()) {
     it->second->Send(m);
   } else {
@@ -1041,7 +1042,7 @@ void Coordinator::HandleWorkerLost(const std::string& worker_id, const std::stri
     for (const auto& rank : job->status.workers()) {
       if (rank.worker_id() == worker_id || rank.worker_id().empty()) continue;
       SendStop(rank.worker_id(), job->status.job_id(), job->status.epoch(),
-               "a member of the job was lost; re-planning");
+               "a member of the job was lost; re-planning", /*discard=*/true);
       if (WorkerRecord* s = membership_.Find(rank.worker_id()); s != nullptr) s->rank = -1;
     }
     StartRecovery(*job, "worker_lost", reason, "", now);
@@ -1304,7 +1305,8 @@ void Coordinator::RecoverFromRankFailure(Job& job, const v1::RankPlacement& rank
   for (const auto& r : job.status.workers()) {
     if (r.worker_id().empty()) continue;
     if (stop_failed_rank || r.worker_id() != worker.id) {
-      SendStop(r.worker_id(), job.status.job_id(), job.status.epoch(), stop_reason);
+      SendStop(r.worker_id(), job.status.job_id(), job.status.epoch(), stop_reason,
+               /*discard=*/true);
     }
     if (WorkerRecord* s = membership_.Find(r.worker_id()); s != nullptr) s->rank = -1;
   }

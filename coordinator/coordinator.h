@@ -218,8 +218,10 @@ class Coordinator {
   bool MaybeGrow(Job& job, int64_t step, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendAssignment(const Job& job, const v1::RankPlacement& rank)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `discard`: the job recovers from its last committed checkpoint, so the rank is killed at once
+  // (StopCommand.discard).
   void SendStop(const std::string& worker_id, const std::string& job_id, int64_t epoch,
-                const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                const std::string& reason, bool discard = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A worker serving a job is gone: the job recovers (or, if it was not placed, nothing happens).
   void HandleWorkerLost(const std::string& worker_id, const std::string& reason, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

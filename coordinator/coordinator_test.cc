@@ -255,6 +255,13 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   // The reason of the last stop sent to `sink`; empty when none was.
+  static bool LastStopDiscards(const FakeSink& sink) {
+    for (auto it = sink.messages.rbegin(); it != sink.messages.rend(); ++it) {
+      if (it->has_stop()) return it->stop().discard();
+    }
+    return false;
+  }
+
   static std::string LastStopReason(const FakeSink& sink) {
     for (auto it = sink.messages.rbegin(); it != sink.messages.rend(); ++it) {
       if (it->has_stop()) return it->stop().reason();
@@ -387,6 +394,7 @@ TEST_F(CoordinatorTest, AWorkerSilentForThreeLeasesIsLostAndTheJobRecoversOnANew
   EXPECT_THAT(st.message(), HasSubstr("w2"));
   EXPECT_TRUE(s2.closed);
   EXPECT_EQ(s1.Stops(), 1) << "the survivor's rank is stopped";
+  EXPECT_TRUE(LastStopDiscards(s1)) << "at once: its work since the checkpoint is rolled back";
   // A stale acknowledgement from the survivor for epoch 1 changes nothing.
   Ack(w1, s1.Assignments()[0]);
   EXPECT_EQ(Job(job).state(), v1::RECOVERING);
@@ -462,6 +470,7 @@ TEST_F(CoordinatorTest, CancelStopsTheRanksAndASecondCancelIsRefused) {
   EXPECT_EQ(s1.Stops(), 1);
   EXPECT_EQ(s2.Stops(), 1);
   EXPECT_EQ(coordinator_->ListWorkers()[0].state(), "idle");
+  EXPECT_FALSE(LastStopDiscards(s1)) << "a cancel lets the rank stop at a step boundary";
   EXPECT_THAT(coordinator_->CancelJob(job), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(coordinator_->CancelJob("job-999"), StatusIs(absl::StatusCode::kNotFound));
 }
@@ -879,6 +888,7 @@ TEST_F(CoordinatorTest, AFailedRankRecoversOnTheSameWorkersFromTheLastCommittedC
   EXPECT_THAT(event.message(),
               HasSubstr("peer rank 0 closed the connection | INTERNAL: gloo recv failed"));
   EXPECT_EQ(p.sink[0]->Stops(), 1) << "the other rank is stopped";
+  EXPECT_TRUE(LastStopDiscards(*p.sink[0])) << "its work since the checkpoint is rolled back";
   EXPECT_EQ(p.sink[1]->Stops(), 0) << "the failed rank's process is already gone";
   // The 3 s since the checkpoint are lost; the 2 s before it stay productive.
   const v1::Accounting& acc = st.accounting();
@@ -1084,6 +1094,8 @@ TEST_F(CoordinatorTest, AHungRankIsStoppedAndTheJobRecoversWithoutItsWorker) {
   EXPECT_EQ(p.sink[0]->Stops(), 1);
   EXPECT_EQ(p.sink[1]->Stops(), 1);
   EXPECT_EQ(LastStopReason(*p.sink[1]), "rank 1 of the job hung; re-planning");
+  EXPECT_TRUE(LastStopDiscards(*p.sink[0])) << "a recovery kills the ranks at once";
+  EXPECT_TRUE(LastStopDiscards(*p.sink[1]));
   EXPECT_EQ(s3.Stops(), 0);
   // The 3 s since the checkpoint are lost, like after a failed rank; the idle spare costs nothing.
   const v1::Accounting& acc = st.accounting();

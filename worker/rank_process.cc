@@ -168,7 +168,7 @@ void RankProcess::Stop(absl::Duration grace) {
     return;
   }
   if (!exited_.load() && pid_ > 0) {
-    kill(pid_, SIGTERM);
+    kill(pid_, grace > absl::ZeroDuration() ? SIGTERM : SIGKILL);
     const absl::Time deadline = absl::Now() + grace;
     while (!exited_.load() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
     if (!exited_.load()) kill(pid_, SIGKILL);

@@ -68,8 +68,9 @@ class RankProcess {
   // Stop(absl::Seconds(3)).
   ~RankProcess();
 
-  // Ends the child: SIGTERM, then SIGKILL after `grace`; waits for the monitor thread. No "exit"
-  // report is made for a process stopped this way. Safe to call more than once.
+  // Ends the child: SIGTERM, then SIGKILL after `grace` (at once for a zero grace); waits for the
+  // monitor thread. No "exit" report is made for a process stopped this way. Safe to call more
+  // than once.
   void Stop(absl::Duration grace);
 
   pid_t pid() const { return pid_; }

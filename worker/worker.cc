@@ -220,7 +220,9 @@ void Worker::HandleStop(const v1::StopCommand& stop) {
     process = std::move(it->second.process);
     ranks_.erase(it);
   }
-  if (process != nullptr) process->Stop(absl::Seconds(3));
+  // A recovery discards the rank's work since the last checkpoint: nothing to finish, and a rank
+  // blocked on a dead or hung peer would otherwise hold its device for the whole grace period.
+  if (process != nullptr) process->Stop(stop.discard() ? absl::ZeroDuration() : absl::Seconds(3));
 }
 
 absl::Status Worker::RunSession() {
