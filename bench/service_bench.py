@@ -38,14 +38,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 # Set in main() once DSV3_BIN_DIR is known (harness reads it when imported).
-Cluster = wait_for = binary = tiny_spec = rank0_metrics = None
+Cluster = JobWatch = wait_for = binary = tiny_spec = rank0_metrics = None
 
 
 def now_ms():
@@ -62,52 +61,36 @@ def log(*args):
 
 
 class Watch:
-    """`dsv3ctl watch JOB --json` in the background: every status update, stamped on receipt."""
+    """harness.JobWatch, with each update reduced to what the phases need, stamped in ms."""
 
     def __init__(self, cluster, job_id):
-        self.samples = []  # (receipt time ms, reduced status)
-        self.proc = subprocess.Popen(
-            [binary("dsv3ctl"), f"--coordinator={cluster.address}", "watch", job_id, "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
+        self.stream = JobWatch(cluster, job_id)
 
-    def _read(self):
-        for line in self.proc.stdout:
-            t = now_ms()
-            try:
-                st = json.loads(line)
-            except ValueError:
-                continue
-            self.samples.append((t, {
-                "state": st.get("state"), "epoch": int(st.get("epoch", "0") or 0),
-                "step": int(st.get("step", "0") or 0),
-                "ckpt": int(st.get("last_checkpoint_step", "-1") or -1),
-                "ranks": [r.get("state", "") for r in st.get("workers", [])],
-                "names": [r.get("worker_name", "") for r in st.get("workers", [])]}))
+    @property
+    def samples(self):
+        return [(t * 1000.0, {
+            "state": st.get("state"), "epoch": int(st.get("epoch", "0") or 0),
+            "step": int(st.get("step", "0") or 0),
+            "ckpt": int(st.get("last_checkpoint_step", "-1") or -1),
+            "ranks": [r.get("state", "") for r in st.get("workers", [])],
+            "names": [r.get("worker_name", "") for r in st.get("workers", [])]})
+            for t, st in list(self.stream.updates)]
 
-    def first(self, pred, after):
-        for t, s in list(self.samples):
+    def first_after(self, pred, after):
+        for t, s in self.samples:
             if t >= after and pred(s):
                 return t, s
         return None, None
 
     def last_before(self, t_ms):
         best = None
-        for t, s in list(self.samples):
+        for t, s in self.samples:
             if t <= t_ms:
                 best = s
         return best
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.thread.join(timeout=5)
+        self.stream.close()
 
 
 def events_of(cluster, job_id):
@@ -194,7 +177,7 @@ def recovery_trial(lease_ms, steps, every):
             step_ev = first_event(evs, t_kill, ("training",))
             new_epoch = step_ev["epoch"]
             # Let the watch stream see every rank TRAINING (rank 1's first step report).
-            wait_for(lambda: watch.first(lambda s: s["epoch"] == new_epoch and s["ranks"] and all(
+            wait_for(lambda: watch.first_after(lambda s: s["epoch"] == new_epoch and s["ranks"] and all(
                 r == "TRAINING" for r in s["ranks"]), t_kill)[0], 30, "every rank TRAINING",
                 interval=0.05)
             workers = c.workers_by_name()
@@ -206,13 +189,13 @@ def recovery_trial(lease_ms, steps, every):
             t["survivor_failed"] = d(t_kill, failed and failed["t"])
             rec = first_event(evs, t_kill, ("worker_lost", "rank_failed"))
             t["recovering"] = d(t_kill, rec and rec["t"])
-            t["recovering_watch"] = d(t_kill, watch.first(
+            t["recovering_watch"] = d(t_kill, watch.first_after(
                 lambda s: s["state"] == "RECOVERING", t_kill)[0])
             replans = [e for e in evs if e["t"] >= t_kill and e["kind"] == "replanned"]
             first_replan = replans[0] if replans else None
             final_replan = next((e for e in replans if e["epoch"] == new_epoch), None)
             t["running"] = d(t_kill, first_replan and first_replan["t"])
-            t["running_watch"] = d(t_kill, watch.first(
+            t["running_watch"] = d(t_kill, watch.first_after(
                 lambda s: s["state"] == "RUNNING" and s["epoch"] > old_epoch, t_kill)[0])
             acks = [e["t"] for e in evs if e["kind"] == "acknowledged" and e["epoch"] == new_epoch]
             base = final_replan and final_replan["t"]
@@ -221,11 +204,11 @@ def recovery_trial(lease_ms, steps, every):
             t["ack_last"] = d(base, max(acks) if acks else None)
             t["ack_to_step"] = d(max(acks) if acks else None, step_ev["t"])
             t["step"] = d(t_kill, step_ev["t"])
-            t["all_training"] = d(t_kill, watch.first(
+            t["all_training"] = d(t_kill, watch.first_after(
                 lambda s: s["epoch"] == new_epoch and s["ranks"] and all(
                     r == "TRAINING" for r in s["ranks"]), t_kill)[0])
             resume = next((s["step"] for _, s in watch.samples if s["epoch"] == new_epoch), None)
-            t["step_watch"] = d(t_kill, watch.first(
+            t["step_watch"] = d(t_kill, watch.first_after(
                 lambda s: s["epoch"] == new_epoch and resume is not None and s["step"] > resume,
                 t_kill)[0])
             try:
@@ -310,7 +293,7 @@ def grow_trial(lease_ms, steps, every):
             evs = wait_for(grew_and_trained, 300, "the grown epoch's first step", interval=0.1)
             grew = first_event(evs, t_spawn, ("grew",))
             epoch = grew["epoch"]
-            wait_for(lambda: watch.first(lambda s: s["epoch"] == epoch and len(s["ranks"]) == 4
+            wait_for(lambda: watch.first_after(lambda s: s["epoch"] == epoch and len(s["ranks"]) == 4
                                          and all(r == "TRAINING" for r in s["ranks"]),
                                          t_spawn)[0], 30, "every rank TRAINING", interval=0.05)
             workers = c.workers_by_name()
@@ -334,7 +317,7 @@ def grow_trial(lease_ms, steps, every):
                 "ack_last": d(grew["t"], max(acks) if acks else None),
                 "grew_step": step_ev["t"] - grew["t"],
                 "step": step_ev["t"] - t_attach,
-                "all_training": d(t_attach, watch.first(
+                "all_training": d(t_attach, watch.first_after(
                     lambda s: s["epoch"] == epoch and len(s["ranks"]) == 4 and all(
                         r == "TRAINING" for r in s["ranks"]), t_spawn)[0]),
                 "ckpt_interval": statistics.median(gaps) if gaps else None,
@@ -459,7 +442,7 @@ def phase_table(title, phases, runs_by_col, cols):
 
 
 def main():
-    global Cluster, wait_for, binary, tiny_spec, rank0_metrics
+    global Cluster, JobWatch, wait_for, binary, tiny_spec, rank0_metrics
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
@@ -495,6 +478,7 @@ def main():
     import harness
     import service_test
     Cluster, wait_for, binary = harness.Cluster, harness.wait_for, harness.binary
+    JobWatch = harness.JobWatch
     tiny_spec, rank0_metrics = service_test.tiny_spec, service_test.rank0_metrics
     for name in ("dsv3-coordinator", "dsv3-worker", "dsv3ctl", "dsv3-train"):
         binary(name)  # fails early when the build is incomplete

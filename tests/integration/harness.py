@@ -10,6 +10,7 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 BIN_DIR = os.environ.get("DSV3_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
@@ -33,6 +34,40 @@ def wait_for(predicate, timeout, what, interval=0.05):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}; last value: {last!r}")
+
+
+class JobWatch:
+    """`dsv3ctl watch JOB --json` in the background: every status the coordinator streams (one on
+    each change of the job), with the local time it arrived. Catches states that last only until
+    the next scheduling tick, which polling `status` would mostly miss."""
+
+    def __init__(self, cluster, job_id):
+        self.updates = []  # (time.time(), status)
+        self.proc = subprocess.Popen(
+            [binary("dsv3ctl"), f"--coordinator={cluster.address}", "watch", job_id, "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if not line.strip():
+                continue
+            try:
+                self.updates.append((time.time(), json.loads(line)))
+            except ValueError:
+                continue
+
+    def first(self, predicate):
+        """(arrival time, status) of the first update for which predicate(status) holds."""
+        return next(((t, st) for t, st in list(self.updates) if predicate(st)), None)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.thread.join(timeout=10)
+        self.proc.stdout.close()
 
 
 def write_token_shard(path, tokens, version=1):

@@ -18,11 +18,10 @@ import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import unittest
 
-from harness import Cluster, binary, wait_for, write_token_shard
+from harness import Cluster, JobWatch, binary, wait_for, write_token_shard
 
 VOCAB = 64
 TINY_MODEL = {
@@ -102,36 +101,6 @@ def rank0_metrics(cluster, status, epoch):
         if os.path.exists(path):
             return step_metrics(path)
     raise AssertionError(f"no metrics of rank 0 for epoch {epoch}")
-
-
-class JobWatch:
-    """`dsv3ctl watch JOB --json` in the background: every status the coordinator streams (one on
-    each change of the job), with the local time it arrived. Catches states that last only until
-    the next scheduling tick, which polling `status` would mostly miss."""
-
-    def __init__(self, cluster, job_id):
-        self.updates = []  # (time.time(), status)
-        self.proc = subprocess.Popen(
-            [binary("dsv3ctl"), f"--coordinator={cluster.address}", "watch", job_id, "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            if line.strip():
-                self.updates.append((time.time(), json.loads(line)))
-
-    def first(self, predicate):
-        """(arrival time, status) of the first update for which predicate(status) holds."""
-        return next(((t, st) for t, st in list(self.updates) if predicate(st)), None)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self.thread.join(timeout=10)
-        self.proc.stdout.close()
 
 
 def job_in_state(cluster, job_id, states):
