@@ -222,6 +222,17 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 // The resolved spec's fields the trainer needs.
+// The placement epoch of --store=coordinator://HOST:PORT/JOB_ID/EPOCH (how a worker starts its
+// rank); 0 for any other store or none (OpenStore reports a malformed address).
+int64_t CoordinatorStoreEpoch(const std::string& store) {
+  constexpr absl::string_view kScheme = "coordinator://";
+  if (!absl::StartsWith(store, kScheme)) return 0;
+  const std::vector<std::string> parts =
+      absl::StrSplit(absl::string_view(store).substr(kScheme.size()), '/');
+  int64_t epoch = 0;
+  return parts.size() == 3 && absl::SimpleAtoi(parts[2], &epoch) && epoch >= 0 ? epoch : 0;
+}
+
 absl::StatusOr<train::TrainerOptions> ToTrainerOptions(const v1::JobSpec& spec, const Flags& f) {
   train::TrainerOptions o;
   o.model = coordinator::ToModelConfig(spec.model());
@@ -256,6 +267,8 @@ absl::StatusOr<train::TrainerOptions> ToTrainerOptions(const v1::JobSpec& spec, 
   o.checkpoint_dir = spec.checkpoint().dir();
   o.checkpoint_every_steps = spec.checkpoint().every_steps();
   o.checkpoint_keep = static_cast<int>(spec.checkpoint().keep());
+  // In the service the checkpoints carry the placement's epoch (docs/checkpoints.md).
+  o.checkpoint_epoch = CoordinatorStoreEpoch(f.store);
   o.threads = f.threads;
   return o;
 }

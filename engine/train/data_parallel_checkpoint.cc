@@ -16,12 +16,13 @@ namespace dsv3::train {
 absl::StatusOr<SavedCheckpoint> SaveDataParallelCheckpoint(
     const std::string& root, int64_t step, const ModelConfig& config,
     const std::map<std::string, int64_t>& layout, const model::ParameterSet& params,
-    const ZeroAdamW& optimizer, const RankState& state, int keep, parallel::Communicator* comm) {
+    const ZeroAdamW& optimizer, const RankState& state, int keep, parallel::Communicator* comm,
+    int64_t epoch) {
   const int rank = comm->rank();
   const int world = comm->size();
   CheckpointKey key;
   key.step = step;
-  key.epoch = 0;
+  key.epoch = epoch;
   key.world_size = world;
 
   // Every rank writes; a rank that fails still takes part in the collectives below (with its
@@ -63,7 +64,7 @@ absl::StatusOr<SavedCheckpoint> SaveDataParallelCheckpoint(
         request.ranks.push_back(std::move(other));
       }
       ASSIGN_OR_RETURN(saved.path, CommitCheckpoint(root, request));
-      ASSIGN_OR_RETURN(saved.pruned, Prune(root, keep, /*current_epoch=*/0));
+      ASSIGN_OR_RETURN(saved.pruned, Prune(root, keep, /*current_epoch=*/epoch));
       return absl::OkStatus();
     }();
   }

@@ -22,7 +22,7 @@
 namespace dsv3::train {
 
 // A collective of `comm` (the data-parallel group; every rank calls it for the same step): writes
-// this rank's files of step `step` under `root` (epoch 0, world size comm->size()), then rank 0
+// this rank's files of step `step` under `root` (placement `epoch`, world size comm->size()), then rank 0
 // commits and prunes to `keep`; every rank learns whether the commit succeeded. Returns the
 // committed path (and, on rank 0, what was pruned). Errors: those of WriteRankCheckpoint,
 // CommitCheckpoint and Prune on the rank that hit them; the other ranks get INTERNAL naming the
@@ -30,7 +30,8 @@ namespace dsv3::train {
 absl::StatusOr<SavedCheckpoint> SaveDataParallelCheckpoint(
     const std::string& root, int64_t step, const ModelConfig& config,
     const std::map<std::string, int64_t>& layout, const model::ParameterSet& params,
-    const ZeroAdamW& optimizer, const RankState& state, int keep, parallel::Communicator* comm);
+    const ZeroAdamW& optimizer, const RankState& state, int keep, parallel::Communicator* comm,
+    int64_t epoch = 0);
 
 // Loads committed checkpoint `dir` into `params` and `optimizer` for rank comm->rank() (replaced
 // only when everything loaded): the model and rank state from one writer's files, the optimizer

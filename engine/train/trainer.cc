@@ -524,9 +524,10 @@ absl::StatusOr<CheckpointEvent> Trainer::Checkpoint() {
       zero_ != nullptr
           ? SaveDataParallelCheckpoint(options_.checkpoint_dir, step_, options_.model, layout,
                                        model_->parameters(), *zero_, state,
-                                       options_.checkpoint_keep, reduce_)
+                                       options_.checkpoint_keep, reduce_, options_.checkpoint_epoch)
           : SaveCheckpoint(options_.checkpoint_dir, step_, options_.model, layout,
-                           model_->parameters(), *optimizer_, state, options_.checkpoint_keep));
+                           model_->parameters(), *optimizer_, state, options_.checkpoint_keep,
+                           options_.checkpoint_epoch));
   CheckpointEvent event;
   event.step = step_;
   event.path = saved.path;

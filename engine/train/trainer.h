@@ -83,6 +83,10 @@ struct TrainerOptions {
   std::string checkpoint_dir;          // empty = no checkpoints and no resume
   int64_t checkpoint_every_steps = 0;  // 0 = only at the end
   int checkpoint_keep = 3;
+  // The placement epoch this run belongs to (the service's; 0 for a run of its own). Checkpoints
+  // are staged per epoch, and a commit never replaces a step committed by a newer epoch, so a
+  // stale rank of an earlier placement cannot overwrite the current one's (docs/checkpoints.md).
+  int64_t checkpoint_epoch = 0;
 
   int threads = 0;  // kernel threads (the caller's thread included); 0 = all hardware threads
   // > 0: end this run once this many steps are complete (validation and checkpoint as at the

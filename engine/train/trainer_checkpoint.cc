@@ -55,14 +55,14 @@ absl::StatusOr<SavedCheckpoint> SaveCheckpoint(const std::string& root, int64_t 
                                                const std::map<std::string, int64_t>& layout,
                                                const model::ParameterSet& params,
                                                const AdamW& optimizer, const RankState& state,
-                                               int keep) {
+                                               int keep, int64_t epoch) {
   SafetensorsWriter model_writer;
   RETURN_IF_ERROR(AddModelTensors(params, &model_writer));
   SafetensorsWriter optimizer_writer;
   RETURN_IF_ERROR(optimizer.AddTo(&optimizer_writer));
   CheckpointKey key;
   key.step = step;
-  key.epoch = 0;
+  key.epoch = epoch;
   key.world_size = 1;
   ASSIGN_OR_RETURN(RankFiles files, WriteRankCheckpoint(root, key, /*rank=*/0, model_writer,
                                                         optimizer_writer, state));
@@ -73,7 +73,7 @@ absl::StatusOr<SavedCheckpoint> SaveCheckpoint(const std::string& root, int64_t 
   request.ranks.push_back(std::move(files));
   SavedCheckpoint saved;
   ASSIGN_OR_RETURN(saved.path, CommitCheckpoint(root, request));
-  ASSIGN_OR_RETURN(saved.pruned, Prune(root, keep, /*current_epoch=*/0));
+  ASSIGN_OR_RETURN(saved.pruned, Prune(root, keep, /*current_epoch=*/epoch));
   return saved;
 }
 

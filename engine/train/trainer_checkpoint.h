@@ -37,17 +37,18 @@ struct SavedCheckpoint {
   std::vector<std::string> pruned;  // what retention removed
 };
 
-// Writes and commits step `state`'s checkpoint under `root` as rank 0 of a world of 1 (epoch 0),
-// then prunes to the newest `keep` checkpoints. `state.data_position` and `state.tokens_seen` are
-// the caller's; `step` = completed optimizer steps = optimizer.step(). `layout` goes into the
-// manifest (informational). Errors: those of WriteRankCheckpoint, CommitCheckpoint and Prune
-// (ALREADY_EXISTS when step `step` is already committed).
+// Writes and commits step `state`'s checkpoint under `root` as rank 0 of a world of 1 (placement
+// `epoch`: 0 for a run of its own), then prunes to the newest `keep` checkpoints.
+// `state.data_position` and `state.tokens_seen` are the caller's; `step` = completed optimizer
+// steps = optimizer.step(). `layout` goes into the manifest (informational). Errors: those of
+// WriteRankCheckpoint, CommitCheckpoint and Prune (ALREADY_EXISTS when step `step` is already
+// committed by a newer epoch).
 absl::StatusOr<SavedCheckpoint> SaveCheckpoint(const std::string& root, int64_t step,
                                                const ModelConfig& config,
                                                const std::map<std::string, int64_t>& layout,
                                                const model::ParameterSet& params,
                                                const AdamW& optimizer, const RankState& state,
-                                               int keep);
+                                               int keep, int64_t epoch = 0);
 
 struct RestoredCheckpoint {
   std::string path;

@@ -253,5 +253,30 @@ TEST(TrainerCheckpointTest, SavingACommittedStepAgainReplacesIt) {
   EXPECT_EQ(c.values, b.values);
 }
 
+TEST(TrainerCheckpointTest, AStaleEpochCannotReplaceTheStepANewerEpochCommitted) {
+  // The service's ranks save under their placement's epoch: a rank of epoch 1 still running after
+  // the job was re-planned (epoch 2) cannot overwrite what epoch 2 committed; the reverse replaces.
+  ScratchDir dir("trainer_ckpt");
+  model::ParameterSet a = MakeParams(1);
+  AdamW adamw = TrainedOptimizer(&a, 1);
+  ASSERT_OK(SaveCheckpoint(dir.path(), 1, TinyConfig(), {}, a, adamw, StateFor(1), 3,
+                           /*epoch=*/2));
+  model::ParameterSet stale = MakeParams(2);
+  AdamW stale_adamw = TrainedOptimizer(&stale, 1);
+  EXPECT_THAT(SaveCheckpoint(dir.path(), 1, TinyConfig(), {}, stale, stale_adamw, StateFor(1), 3,
+                             /*epoch=*/1),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("by epoch 2")));
+  model::ParameterSet c = MakeParams(3);
+  absl::StatusOr<AdamW> fresh = AdamW::Create(c.layout, adamw.config());
+  ASSERT_OK(fresh);
+  ASSERT_OK(RestoreCheckpoint(dir.path() + "/step-00000001", TinyConfig(), &c, &*fresh).status());
+  EXPECT_EQ(c.values, a.values) << "epoch 2's checkpoint stands";
+
+  ASSERT_OK(SaveCheckpoint(dir.path(), 1, TinyConfig(), {}, stale, stale_adamw, StateFor(1), 3,
+                           /*epoch=*/3));
+  ASSERT_OK(RestoreCheckpoint(dir.path() + "/step-00000001", TinyConfig(), &c, &*fresh).status());
+  EXPECT_EQ(c.values, stale.values) << "a newer epoch replaces it";
+}
+
 }  // namespace
 }  // namespace dsv3::train

@@ -178,6 +178,10 @@ class ServiceTest(unittest.TestCase):
             self.assertGreaterEqual(resumed_from, 20)
             self.assertEqual(resumed_from % every, 0, f"resumed at step {resumed_from}")
             self.assertLossesEqual(got, want, range(resumed_from + 1, steps + 1), 0.0)
+            # Checkpoints carry the epoch that wrote them: the last one is the last epoch's.
+            with open(os.path.join(spec["checkpoint"]["dir"], f"step-{steps:08d}",
+                                   "MANIFEST.json")) as f:
+                self.assertEqual(json.load(f)["epoch"], int(st["epoch"]))
             acc = st["accounting"]
             self.assertGreater(float(acc["lost_device_hours"]), 0)
             self.assertAlmostEqual(float(acc["productive_device_hours"]) +
