@@ -560,6 +560,27 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
           absl::StrCat("--resume_step=", *flags.resume_step, ": ", found.status().message()));
     }
   }
+  // --resume_step=S: the trainer resumes from the newest committed checkpoint, so the later ones
+  // go first. They are a run's that went on past S (in the service: ranks of an epoch that was
+  // rolled back to S, or that trained on until their stop took effect); this run writes those
+  // steps again. Done after the ranks have connected: by then every rank of this launch has
+  // started, so in the service no rank of an earlier epoch on these workers is still writing.
+  // With several ranks, rank 0 discards and the others wait for it at a barrier, so none
+  // resumes while a later checkpoint is still there.
+  std::vector<std::string> discarded;
+  std::string discard_error;
+  auto discard_later = [&]() {
+    absl::StatusOr<std::vector<std::string>> removed =
+        train::DiscardAfter(options->checkpoint_dir, *flags.resume_step);
+    if (removed.ok()) {
+      discarded = *std::move(removed);
+    } else {
+      discard_error = absl::StrCat("--resume_step=", *flags.resume_step,
+                                   ": discarding the later checkpoints: ",
+                                   removed.status().message());
+    }
+  };
+  if (flags.resume_step && flags.world_size == 1) discard_later();
   if (flags.world_size > 1) {
     // The planner's layout for N workers (docs/planner.md): rank = stage x R + dp x EP + shard.
     // The worker bounds are for the service; here the N ranks asked for are the bounds.
@@ -582,6 +603,25 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
     absl::StatusOr<std::shared_ptr<parallel::Communicator>> comm = ConnectWorld(flags);
     if (!comm.ok()) return Failure{1, std::string(comm.status().message())};
     std::shared_ptr<parallel::Communicator> world = *std::move(comm);
+    if (flags.resume_step) {
+      int64_t failed = 0;
+      if (flags.rank == 0) {
+        discard_later();
+        failed = discard_error.empty() ? 0 : 1;
+      }
+      const absl::Status barrier =
+          world->AllReduce(&failed, &failed, 1, parallel::DataType::kInt64)
+              ->Wait(absl::InfiniteDuration());
+      if (!barrier.ok()) {
+        return Failure{1, absl::StrCat("rank ", flags.rank, ": --resume_step barrier: ",
+                                       barrier.message())};
+      }
+      if (failed != 0 && discard_error.empty()) {
+        discard_error = absl::StrCat("--resume_step=", *flags.resume_step,
+                                     ": rank 0 could not discard the later checkpoints (see its "
+                                     "output)");
+      }
+    }
     const int per_stage = static_cast<int>(layout->ranks_per_stage);
     const int ep = static_cast<int>(layout->expert_parallel);
     const int stage = flags.rank / per_stage, j = flags.rank % per_stage;
@@ -616,22 +656,7 @@ std::optional<Failure> Run(const Flags& flags, std::ostream& rank0_out) {
     }
   }
 
-  // --resume_step=S: the trainer resumes from the newest committed checkpoint, so the later ones
-  // go first. They are a run's that went on past S (in the service: ranks of an epoch that was
-  // rolled back to S, or that trained on until their stop took effect); this run writes those
-  // steps again. Done after the ranks have connected: by then every rank of this launch has
-  // started, so in the service no rank of an earlier epoch on these workers is still writing.
-  std::vector<std::string> discarded;
-  if (flags.resume_step) {
-    absl::StatusOr<std::vector<std::string>> removed =
-        train::DiscardAfter(options->checkpoint_dir, *flags.resume_step);
-    if (!removed.ok()) {
-      return Failure{1, absl::StrCat("--resume_step=", *flags.resume_step,
-                                     ": discarding the later checkpoints: ",
-                                     removed.status().message())};
-    }
-    discarded = *std::move(removed);
-  }
+  if (!discard_error.empty()) return Failure{1, discard_error};
   absl::StatusOr<std::unique_ptr<train::Trainer>> trainer = train::Trainer::Create(*options);
   if (!trainer.ok()) {
     return Failure{CreateExitCode(trainer.status()), std::string(trainer.status().message())};
