@@ -6,11 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# ocl-icd-opencl-dev: Debian's oneDNN CMake config looks for OpenCL, which libdnnl-dev only
+# recommends; without it (apt-get --no-install-recommends) configuring fails.
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libgtest-dev libgmock-dev
-  libgloo-dev libsqlite3-dev libdnnl-dev libopenblas-dev
+  libgloo-dev libsqlite3-dev libdnnl-dev ocl-icd-opencl-dev libopenblas-dev
   libsentencepiece-dev sentencepiece nlohmann-json3-dev prometheus-cpp-dev
   python3-torch python3-numpy
 )
