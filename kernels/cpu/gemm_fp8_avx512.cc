@@ -116,9 +116,18 @@ DSV3_AVX512BF16 void PackBRows(const std::uint8_t* b, int64_t ldb, int64_t cols,
     const int64_t col0 = 16 * g;
     for (int64_t k0 = 0; k0 < kpad; k0 += 32) {
       __m512i x[16];
-      for (int64_t r = 0; r < 16; ++r) {
-        x[r] = col0 + r < cols ? LoadDecode32(tables, b + (col0 + r) * ldb + k0, k - k0)
-                               : _mm512_setzero_si512();
+      if (col0 + 16 <= cols && k0 + 32 <= k) {
+        const std::uint8_t* src = b + col0 * ldb + k0;
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; ++r) {
+          const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + r * ldb));
+          x[r] = DecodeE4M3x32(tables, _mm512_cvtepu8_epi16(bytes));
+        }
+      } else {
+        for (int64_t r = 0; r < 16; ++r) {
+          x[r] = col0 + r < cols ? LoadDecode32(tables, b + (col0 + r) * ldb + k0, k - k0)
+                                 : _mm512_setzero_si512();
+        }
       }
       Transpose16x16(x);  // x[p]: pair k0/2 + p of the 16 columns
       std::uint32_t* dst = out + (k0 / 2) * kFp8Nr + col0;
@@ -165,16 +174,18 @@ DSV3_AVX512BF16 inline __m512 BroadcastPair(const std::uint16_t* p) {
       static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 16))));
 }
 
-DSV3_AVX512BF16 void MicroKernel(const std::uint16_t* a, int64_t lda, const float* a_scales,
-                                 int64_t lds, const std::uint32_t* b, const float* b_scales,
-                                 int64_t kb_begin, int64_t kb_end, int64_t tail_pairs,
-                                 bool c_is_zero, float* c, int64_t ldc) {
+// R rows of the micro-tile (R <= kFp8Mr): a panel's last rows cost what they compute.
+template <int R>
+DSV3_AVX512BF16 void MicroKernelRows(const std::uint16_t* a, int64_t lda, const float* a_scales,
+                                     int64_t lds, const std::uint32_t* b, const float* b_scales,
+                                     int64_t kb_begin, int64_t kb_end, int64_t tail_pairs,
+                                     bool c_is_zero, float* c, int64_t ldc) {
   for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
     const std::uint32_t* bp = b + kb * kFp8PairsPerBlock * kFp8Nr;
     const std::uint16_t* ap = a + kb * kFp8KBlock;
-    __m512 acc[kFp8Mr][4];
+    __m512 acc[R][4];
 #pragma GCC unroll 6
-    for (int r = 0; r < kFp8Mr; ++r) {
+    for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
     }
@@ -185,7 +196,7 @@ DSV3_AVX512BF16 void MicroKernel(const std::uint16_t* a, int64_t lda, const floa
       const __m512 b2 = _mm512_castsi512_ps(_mm512_loadu_si512(bp + p * kFp8Nr + 32));
       const __m512 b3 = _mm512_castsi512_ps(_mm512_loadu_si512(bp + p * kFp8Nr + 48));
 #pragma GCC unroll 6
-      for (int r = 0; r < kFp8Mr; ++r) {
+      for (int r = 0; r < R; ++r) {
         const __m512bh av = (__m512bh)BroadcastPair(ap + r * lda + 2 * p);
         acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, (__m512bh)b0);
         acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, (__m512bh)b1);
@@ -199,7 +210,7 @@ DSV3_AVX512BF16 void MicroKernel(const std::uint16_t* a, int64_t lda, const floa
     const __m512 sb2 = _mm512_loadu_ps(sb + 32), sb3 = _mm512_loadu_ps(sb + 48);
     const bool zero = c_is_zero && kb == kb_begin;
 #pragma GCC unroll 6
-    for (int r = 0; r < kFp8Mr; ++r) {
+    for (int r = 0; r < R; ++r) {
       const __m512 sa = _mm512_set1_ps(a_scales[r * lds + kb]);
       float* cr = c + r * ldc;
       const __m512 sbs[4] = {sb0, sb1, sb2, sb3};
@@ -210,6 +221,21 @@ DSV3_AVX512BF16 void MicroKernel(const std::uint16_t* a, int64_t lda, const floa
       }
     }
   }
+}
+
+DSV3_AVX512BF16 void MicroKernel(int rows, const std::uint16_t* a, int64_t lda,
+                                 const float* a_scales, int64_t lds, const std::uint32_t* b,
+                                 const float* b_scales, int64_t kb_begin, int64_t kb_end,
+                                 int64_t tail_pairs, bool c_is_zero, float* c, int64_t ldc) {
+  static_assert(kFp8Mr == 6);
+  using Kernel = void (*)(const std::uint16_t*, int64_t, const float*, int64_t,
+                          const std::uint32_t*, const float*, int64_t, int64_t, int64_t, bool,
+                          float*, int64_t);
+  static constexpr Kernel kByRows[kFp8Mr] = {MicroKernelRows<1>, MicroKernelRows<2>,
+                                             MicroKernelRows<3>, MicroKernelRows<4>,
+                                             MicroKernelRows<5>, MicroKernelRows<6>};
+  kByRows[rows - 1](a, lda, a_scales, lds, b, b_scales, kb_begin, kb_end, tail_pairs, c_is_zero, c,
+                    ldc);
 }
 
 constexpr Fp8GemmKernels kAvx512Bf16 = {"avx512bf16", DecodeRow, PackBRows, PackBCols, MicroKernel};
