@@ -120,6 +120,12 @@ DSV3_AVX512BF16 void PackBRows(const std::uint8_t* b, int64_t ldb, int64_t cols,
         const std::uint8_t* src = b + col0 * ldb + k0;
 #pragma GCC unroll 16
         for (int r = 0; r < 16; ++r) {
+          // This row's codes for the next chunk of K (the engine packs a panel chunk by chunk, kpad
+          // codes at a time): 64 strided rows defeat the hardware prefetchers. Measured: 10% of
+          // the 128 x 2112 x 7168 GEMM on one thread.
+          if ((k0 & 63) == 0) {
+            _mm_prefetch(reinterpret_cast<const char*>(src + r * ldb + kpad), _MM_HINT_T0);
+          }
           const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + r * ldb));
           x[r] = DecodeE4M3x32(tables, _mm512_cvtepu8_epi16(bytes));
         }
