@@ -5,6 +5,9 @@
 // are checked before anything is timed. Not a test.
 //
 // Usage: kernels_gemm_bench [--threads=1,2] [--quick] [--fma_units=2] [--min_seconds=0.15]
+//                           [--shape=M,N,K ...]
+// --shape (repeatable) measures only the forward GEMM at the given shapes: no layout or grouped
+// tables.
 //
 // Times come from repeated runs: 1-thread runs the median in thread CPU time (immune to time
 // slices lost to other processes on a busy machine), multi-thread runs the best in wall time
@@ -395,6 +398,7 @@ int Main(int argc, char** argv) {
   std::vector<int> thread_counts = {1, 2};
   bool quick = false;
   int fma_units = 2;
+  std::vector<Shape> only_shapes;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("--threads=", 0) == 0) {
@@ -410,9 +414,16 @@ int Main(int argc, char** argv) {
       fma_units = std::atoi(arg.c_str() + 12);
     } else if (arg.rfind("--min_seconds=", 0) == 0) {
       min_seconds = std::atof(arg.c_str() + 14);
+    } else if (long long m = 0, n = 0, k = 0;
+               arg.rfind("--shape=", 0) == 0 &&
+               std::sscanf(arg.c_str() + 8, "%lld,%lld,%lld", &m, &n, &k) == 3 && m > 0 && n > 0 &&
+               k > 0) {
+      only_shapes.push_back(
+          {static_cast<int64_t>(m), static_cast<int64_t>(n), static_cast<int64_t>(k), "given"});
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--threads=1,2] [--quick] [--fma_units=2] [--min_seconds=0.15]\n",
+                   "usage: %s [--threads=1,2] [--quick] [--fma_units=2] [--min_seconds=0.15] "
+                   "[--shape=M,N,K ...]\n",
                    argv[0]);
       return 2;
     }
@@ -444,6 +455,7 @@ int Main(int argc, char** argv) {
     }
   }
   shapes.push_back({128, 2112, 7168, "V3 q_a+kv_a full"});
+  if (!only_shapes.empty()) shapes = only_shapes;
 
   for (int threads : thread_counts) {
     thread_cpu_time = threads == 1;
@@ -471,6 +483,7 @@ int Main(int argc, char** argv) {
           100 * r.ours_fp8 / peak16);
       std::fflush(stdout);
     }
+    if (!only_shapes.empty()) continue;
     LayoutTable({{128, 288, 256, "demo q_a+kv_a"},
                  {512, 512, 2048, "V3 expert down/4"},
                  {2048, 4096, 512, "V3 kv_b /8"}},

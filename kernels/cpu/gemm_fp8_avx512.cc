@@ -234,9 +234,9 @@ DSV3_AVX512BF16 void MicroKernel(int rows, const std::uint16_t* a, int64_t lda,
                                  const float* b_scales, int64_t kb_begin, int64_t kb_end,
                                  int64_t tail_pairs, bool c_is_zero, float* c, int64_t ldc) {
   static_assert(kFp8Mr == 6);
-  using Kernel = void (*)(const std::uint16_t*, int64_t, const float*, int64_t,
-                          const std::uint32_t*, const float*, int64_t, int64_t, int64_t, bool,
-                          float*, int64_t);
+  using Kernel =
+      void (*)(const std::uint16_t*, int64_t, const float*, int64_t, const std::uint32_t*,
+               const float*, int64_t, int64_t, int64_t, bool, float*, int64_t);
   static constexpr Kernel kByRows[kFp8Mr] = {MicroKernelRows<1>, MicroKernelRows<2>,
                                              MicroKernelRows<3>, MicroKernelRows<4>,
                                              MicroKernelRows<5>, MicroKernelRows<6>};

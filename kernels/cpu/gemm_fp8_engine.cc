@@ -164,8 +164,8 @@ void MicroPanels(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& p
     const float* as_panel = as + row0 * plan.kb_count + kb0;
     float* c = pr.c + row0 * pr.n + col0;
     if (cols == kFp8Nr) {  // the micro-kernel computes (and touches) only the panel's rows
-      kern.micro_kernel(static_cast<int>(rows), a_panel, plan.kpad, as_panel, plan.kb_count, b,
-                        bs, 0, kb1 - kb0, tail_pairs, c_is_zero, c, pr.n);
+      kern.micro_kernel(static_cast<int>(rows), a_panel, plan.kpad, as_panel, plan.kb_count, b, bs,
+                        0, kb1 - kb0, tail_pairs, c_is_zero, c, pr.n);
       continue;
     }
     // Edge tile: work on a zero-padded copy; the padding columns' results are dropped.
@@ -175,8 +175,8 @@ void MicroPanels(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& p
         std::memcpy(edge + r * kFp8Nr, c + r * pr.n, sizeof(float) * cols);
       }
     }
-    kern.micro_kernel(static_cast<int>(rows), a_panel, plan.kpad, as_panel, plan.kb_count, b, bs,
-                      0, kb1 - kb0, tail_pairs, c_is_zero, edge, kFp8Nr);
+    kern.micro_kernel(static_cast<int>(rows), a_panel, plan.kpad, as_panel, plan.kb_count, b, bs, 0,
+                      kb1 - kb0, tail_pairs, c_is_zero, edge, kFp8Nr);
     for (int64_t r = 0; r < rows; ++r) {
       std::memcpy(c + r * pr.n, edge + r * kFp8Nr, sizeof(float) * cols);
     }

@@ -65,9 +65,9 @@ void PackBCols(const std::uint8_t* b, int64_t ldb, int64_t cols, int64_t k, int6
   }
 }
 
-void MicroKernel(int rows, const std::uint16_t* a, int64_t lda, const float* a_scales,
-                 int64_t lds, const std::uint32_t* b, const float* b_scales, int64_t kb_begin,
-                 int64_t kb_end, int64_t tail_pairs, bool c_is_zero, float* c, int64_t ldc) {
+void MicroKernel(int rows, const std::uint16_t* a, int64_t lda, const float* a_scales, int64_t lds,
+                 const std::uint32_t* b, const float* b_scales, int64_t kb_begin, int64_t kb_end,
+                 int64_t tail_pairs, bool c_is_zero, float* c, int64_t ldc) {
   for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
     const std::uint32_t* bp = b + kb * kFp8PairsPerBlock * kFp8Nr;
     const int64_t pairs = kb + 1 == kb_end ? tail_pairs : kFp8PairsPerBlock;
