@@ -43,6 +43,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/grouped_gemm.h"
 #include "kernels/cpu/quantize.h"
+#include "kernels/cpu/thread_pool.h"
 
 #ifdef DSV3_BENCH_HAVE_DNNL
 #include <omp.h>
@@ -195,6 +196,21 @@ struct Row {
   Shape s;
   double dnnl_f32 = 0, openblas = 0, ours_f32 = 0, dnnl_bf16 = 0, ours_bf16 = 0, ours_fp8 = 0;
 };
+
+// Median wall time of an empty ParallelFor over every thread: the fixed cost each parallel phase
+// of a GEMM pays (waking the workers and waiting for them).
+double EmptyParallelForMicros(int threads) {
+  ThreadPool pool(threads);
+  std::vector<double> us;
+  for (int i = 0; i < 2000; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.ParallelFor(threads, 1, [](int64_t, int64_t) {});
+    us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
+  return us[us.size() / 2];
+}
 
 bool failed = false;
 void Require(bool ok, const std::string& what) {
@@ -460,6 +476,11 @@ int Main(int argc, char** argv) {
   for (int threads : thread_counts) {
     thread_cpu_time = threads == 1;
     const double peak32 = threads * ghz * fma_units * 32, peak16 = 2 * peak32;
+    if (threads > 1) {
+      std::printf(
+          "\nthread pool: an empty ParallelFor on %d threads takes %.1f us (median of 2000)\n",
+          threads, EmptyParallelForMicros(threads));
+    }
     std::printf(
         "\nFprop y = x w^T, %d thread(s), GFLOP/s. base32 = best of oneDNN f32 and OpenBLAS "
         "sgemm; base16 = oneDNN bf16 matmul (f32 accumulation); %%pk = of the FP32 or BF16 "
