@@ -138,6 +138,17 @@ class CoordinatorTest : public ::testing::Test {
     ASSERT_OK(coordinator_->HandleWorkerMessage(worker_id, m));
   }
 
+  // A heartbeat reporting one rank of `job` (placement epoch 1) in `state`.
+  static v1::WorkerMessage RankHeartbeat(const std::string& job, int rank, v1::RankState state) {
+    v1::WorkerMessage hb;
+    v1::RankProgress* r = hb.mutable_heartbeat()->add_ranks();
+    r->set_job_id(job);
+    r->set_epoch(1);
+    r->set_rank(rank);
+    r->set_state(state);
+    return hb;
+  }
+
   v1::JobStatus Job(const std::string& id) {
     absl::StatusOr<v1::JobStatus> s = coordinator_->GetJob(id, 100);
     EXPECT_OK(s);
@@ -340,7 +351,8 @@ class CoordinatorTest : public ::testing::Test {
 };
 
 TEST_F(CoordinatorTest, ABadSpecIsRejectedAndNothingIsCreated) {
-  std::string bad = absl::StrReplaceAll(spec_, {{"\"expert_parallel\": 2", "\"expert_parallel\": 3"}});
+  std::string bad =
+      absl::StrReplaceAll(spec_, {{"\"expert_parallel\": 2", "\"expert_parallel\": 3"}});
   EXPECT_THAT(coordinator_->SubmitJob(bad, dir_),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expert_parallel")));
   EXPECT_THAT(coordinator_->SubmitJob("{", dir_), StatusIs(absl::StatusCode::kInvalidArgument));
@@ -480,7 +492,8 @@ TEST_F(CoordinatorTest, StoreRequestsAreFencedToTheCurrentEpoch) {
   v1::StoreScope scope;
   scope.set_job_id(job);
   scope.set_epoch(1);
-  EXPECT_THAT(coordinator_->CheckStoreScope(scope), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(coordinator_->CheckStoreScope(scope),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
   FakeSink& s1 = NewSink();
   FakeSink& s2 = NewSink();
   AddWorker("w1", &s1);
@@ -777,9 +790,8 @@ TEST_F(CoordinatorTest, ACheckpointIsCommittedOnlyWhenEveryRankHasAcknowledgedIt
   EXPECT_EQ(st.accounting().uncommitted_device_hours(), 0);
   const std::vector<v1::JobEvent> committed = EventsOf(p.job, "checkpoint");
   ASSERT_EQ(committed.size(), 1u);
-  EXPECT_EQ(committed[0].message(),
-            absl::StrCat("step 20 committed: acknowledged by all 2 ranks (", dir_,
-                         "/ckpt/step-20)"));
+  EXPECT_EQ(committed[0].message(), absl::StrCat("step 20 committed: acknowledged by all 2 ranks (",
+                                                 dir_, "/ckpt/step-20)"));
   EXPECT_EQ(Stored(p.job).last_checkpoint_step(), 20) << "persisted at once";
   CheckpointAck(p, 1, 10);
   EXPECT_EQ(Job(p.job).last_checkpoint_step(), 20);
@@ -814,13 +826,7 @@ TEST_F(CoordinatorTest, WhenEveryRankExitsZeroTheJobSucceedsAndItsWorkersGoIdle)
   EXPECT_EQ(st.workers(0).state(), v1::DONE);
   EXPECT_THAT(st.message(), HasSubstr("1 of 2 ranks done"));
   // A heartbeat the worker sent before its rank's exit does not undo DONE.
-  v1::WorkerMessage hb;
-  v1::RankProgress* r = hb.mutable_heartbeat()->add_ranks();
-  r->set_job_id(p.job);
-  r->set_epoch(1);
-  r->set_rank(0);
-  r->set_state(v1::TRAINING);
-  ASSERT_OK(coordinator_->HandleWorkerMessage(p.worker[0], hb));
+  ASSERT_OK(coordinator_->HandleWorkerMessage(p.worker[0], RankHeartbeat(p.job, 0, v1::TRAINING)));
   EXPECT_EQ(Job(p.job).workers(0).state(), v1::DONE);
 
   Exit(p, 1, 0);
@@ -1118,7 +1124,8 @@ TEST_F(CoordinatorTest, AHungRankIsStoppedAndTheJobRecoversWithoutItsWorker) {
   }
   const std::vector<v1::JobEvent> replanned = EventsOf(p.job, "replanned");
   ASSERT_EQ(replanned.size(), 1u);
-  EXPECT_THAT(replanned[0].message(), HasSubstr("; left out " + p.name[1] + " (a rank hung there)"));
+  EXPECT_THAT(replanned[0].message(),
+              HasSubstr("; left out " + p.name[1] + " (a rank hung there)"));
 
   // A late report of the hung epoch (its hang seen twice, or a step) changes nothing.
   const v1::JobStatus before = Job(p.job);
@@ -1182,13 +1189,7 @@ TEST_F(CoordinatorTest, OnlyTheExitReportEndsARankNotAHeartbeatSayingSo) {
   Steps(p, 1, 2);
   // The worker's heartbeat may say DONE or LOST before its exit report arrives.
   for (v1::RankState said : {v1::DONE, v1::LOST}) {
-    v1::WorkerMessage hb;
-    v1::RankProgress* r = hb.mutable_heartbeat()->add_ranks();
-    r->set_job_id(p.job);
-    r->set_epoch(1);
-    r->set_rank(1);
-    r->set_state(said);
-    ASSERT_OK(coordinator_->HandleWorkerMessage(p.worker[1], hb));
+    ASSERT_OK(coordinator_->HandleWorkerMessage(p.worker[1], RankHeartbeat(p.job, 1, said)));
     EXPECT_EQ(Job(p.job).workers(1).state(), v1::TRAINING) << v1::RankState_Name(said);
   }
   Exit(p, 1, 1, "peer lost");
@@ -1200,12 +1201,8 @@ TEST_F(CoordinatorTest, AHeartbeatsDetailOfARankWaitingForAPeerIsShown) {
   Steps(p, 1, 2);
   const std::string waiting =
       "step 2/300; waiting for a peer for 4s (op 6, last collective #25 of group world2-g0)";
-  v1::WorkerMessage hb;
-  v1::RankProgress* r = hb.mutable_heartbeat()->add_ranks();
-  r->set_job_id(p.job);
-  r->set_epoch(1);
-  r->set_rank(0);
-  r->set_state(v1::TRAINING);
+  v1::WorkerMessage hb = RankHeartbeat(p.job, 0, v1::TRAINING);
+  v1::RankProgress* r = hb.mutable_heartbeat()->mutable_ranks(0);
   r->set_micro_batch(6);
   r->set_collective_seq(25);
   r->set_detail(waiting);
