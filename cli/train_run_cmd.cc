@@ -221,7 +221,6 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return ss.str();
 }
 
-// The resolved spec's fields the trainer needs.
 // The placement epoch of --store=coordinator://HOST:PORT/JOB_ID/EPOCH (how a worker starts its
 // rank); 0 for any other store or none (OpenStore reports a malformed address).
 int64_t CoordinatorStoreEpoch(const std::string& store) {
@@ -233,6 +232,7 @@ int64_t CoordinatorStoreEpoch(const std::string& store) {
   return parts.size() == 3 && absl::SimpleAtoi(parts[2], &epoch) && epoch >= 0 ? epoch : 0;
 }
 
+// The resolved spec's fields the trainer needs.
 absl::StatusOr<train::TrainerOptions> ToTrainerOptions(const v1::JobSpec& spec, const Flags& f) {
   train::TrainerOptions o;
   o.model = coordinator::ToModelConfig(spec.model());
