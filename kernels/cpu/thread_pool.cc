@@ -3,6 +3,7 @@
 #include "kernels/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "kernels/check.h"
 
@@ -11,6 +12,26 @@ namespace {
 
 // Set while a thread runs a ParallelFor body, to catch nested calls.
 thread_local bool tls_in_parallel_for = false;
+
+void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Spins until done() holds or kSpinMicros pass; returns done()'s last value.
+template <typename Done>
+bool SpinUntil(const Done& done) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::microseconds(ThreadPool::kSpinMicros);
+  for (int i = 1;; ++i) {
+    if (done()) return true;
+    CpuRelax();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
 
 }  // namespace
 
@@ -25,7 +46,8 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    shutdown_ = true;
+    shutdown_.store(true, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   work_cv_.notify_all();
   for (std::thread& t : workers_) {
@@ -49,54 +71,54 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain, const RangeFn& fn) {
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
   const int64_t chunk = (n + num_chunks - 1) / num_chunks;
+  fn_ = &fn;
+  n_ = n;
+  chunk_ = chunk;
+  num_chunks_ = num_chunks;
+  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    fn_ = &fn;
-    n_ = n;
-    chunk_ = chunk;
-    num_chunks_ = num_chunks;
-    pending_ = num_chunks - 1;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
-  work_cv_.notify_all();
+  work_cv_.notify_all();  // no system call when every worker is still spinning
   tls_in_parallel_for = true;
   fn(0, std::min(chunk, n));
   tls_in_parallel_for = false;
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
+  auto all_done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!SpinUntil(all_done)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, all_done);
+  }
   fn_ = nullptr;
 }
 
 void ThreadPool::WorkerLoop(int index) {
   int64_t seen_generation = 0;
   while (true) {
-    const RangeFn* fn = nullptr;
-    int64_t begin = 0;
-    int64_t end = 0;
-    {
+    auto new_generation = [&] {
+      return generation_.load(std::memory_order_acquire) != seen_generation;
+    };
+    if (!SpinUntil(new_generation)) {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] { return shutdown_ || generation_ != seen_generation; });
-      if (shutdown_) {
-        return;
-      }
-      seen_generation = generation_;
-      if (index >= num_chunks_) {
-        continue;  // This generation has fewer chunks than threads.
-      }
-      fn = fn_;
-      begin = index * chunk_;
-      end = std::min(begin + chunk_, n_);
+      work_cv_.wait(lock, new_generation);
     }
-    tls_in_parallel_for = true;
-    if (begin < end) {
-      (*fn)(begin, end);
+    if (shutdown_.load(std::memory_order_relaxed)) {
+      return;
     }
-    tls_in_parallel_for = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) {
-        done_cv_.notify_one();
+    // The caller waits for every worker before it starts another generation: none is skipped.
+    seen_generation = generation_.load(std::memory_order_relaxed);
+    if (index < num_chunks_) {
+      const int64_t begin = index * chunk_;
+      const int64_t end = std::min(begin + chunk_, n_);
+      if (begin < end) {
+        tls_in_parallel_for = true;
+        (*fn_)(begin, end);
+        tls_in_parallel_for = false;
       }
+    }
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mu_);  // the caller is spinning or inside done_cv_.wait
+      done_cv_.notify_one();
     }
   }
 }
