@@ -1,10 +1,12 @@
-// Internal: RunFp8Gemms (gemm_fp8_engine.h). Three phases over one workspace: plan (buffer
-// offsets, tile sizes), pack (every A row panel of every problem decoded to BF16 with its scales,
-// and the B panels of problems whose tiles share them), compute (every output tile; a problem with
-// a single row of tiles packs its B panels inside its tiles, chunk by chunk, so that small-M GEMMs
-// never write decoded weights to memory). Both parallel phases hand out items from an atomic
-// counter, so uneven problems (experts with different token counts) balance. No element's
-// arithmetic depends on the tiling or on the thread that computes it.
+// Internal: RunFp8Gemms (gemm_fp8_engine.h). A single problem (every GEMM of gemm.h) is cut into
+// one block per thread, and each thread packs and computes its block alone (RunSplit). A batch of
+// problems (the grouped GEMMs) runs in three phases over one workspace: plan (buffer offsets, tile
+// sizes), pack (every A row panel of every problem decoded to BF16 with its scales, and the B
+// panels of problems whose tiles share them), compute (every output tile; a problem with a single
+// row of tiles packs its B panels inside its tiles, chunk by chunk, so that small-M GEMMs never
+// write decoded weights to memory). Both parallel phases hand out items from an atomic counter, so
+// uneven problems (experts with different token counts) balance. No element's arithmetic depends
+// on the tiling or on the thread that computes it.
 
 #include "kernels/cpu/gemm_fp8_engine.h"
 
@@ -43,17 +45,33 @@ struct Plan {
 
 struct Item {
   int32_t problem;
-  int32_t kind;  // pack: 0 = A row panel, 1 = B panel; compute: unused
+  int32_t kind;  // pack: 0 = A row panels [i, j), 1 = K block j of B panel i; compute: unused
   int64_t i, j;
 };
 
-// Calls fn(item) for every item in [0, n), items handed out dynamically to ctx's threads.
-void ParallelDynamic(const CpuContext& ctx, int64_t n, const std::function<void(int64_t)>& fn) {
+// Calls fn(begin, end) on ranges that cover [0, n), handed out to ctx's threads from a shared
+// counter. Each claim takes 1/(2 x threads) of what is left (at least one item): a thread comes
+// back only a few times, because every claim moves the counter's cache line between cores, which
+// costs as much as a small item (a third of a microsecond here), and the last claims are small,
+// so that the threads finish together.
+void ParallelDynamic(const CpuContext& ctx, int64_t n,
+                     const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
-  std::atomic<int64_t> next{0};
+  if (threads == 1) {
+    fn(0, n);
+    return;
+  }
+  alignas(64) std::atomic<int64_t> next{0};
   ParallelFor(ctx, std::min<int64_t>(threads, n), 1, [&](int64_t, int64_t) {
-    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i);
+    int64_t begin = next.load(std::memory_order_relaxed);
+    while (begin < n) {
+      const int64_t end = begin + std::max<int64_t>(1, (n - begin) / (2 * threads));
+      if (next.compare_exchange_weak(begin, end, std::memory_order_relaxed)) {
+        fn(begin, end);
+        begin = next.load(std::memory_order_relaxed);
+      }
+    }
   });
 }
 
@@ -121,11 +139,13 @@ void PackBPanel(const Fp8GemmKernels& kern, const Fp8Problem& pr, int64_t panel,
   }
 }
 
+// Packs K block kb of B panel `panel` into the workspace.
 void PackB(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan, std::byte* ws,
-           int64_t panel) {
-  auto* b = reinterpret_cast<std::uint32_t*>(ws + plan.b_off) + panel * (plan.kpad / 2) * kFp8Nr;
-  auto* bs = reinterpret_cast<float*>(ws + plan.bs_off) + panel * plan.kb_count * kFp8Nr;
-  PackBPanel(kern, pr, panel, 0, plan.kb_count, b, bs);
+           int64_t panel, int64_t kb) {
+  auto* b = reinterpret_cast<std::uint32_t*>(ws + plan.b_off) +
+            (panel * (plan.kpad / 2) + kb * kFp8PairsPerBlock) * kFp8Nr;
+  auto* bs = reinterpret_cast<float*>(ws + plan.bs_off) + (panel * plan.kb_count + kb) * kFp8Nr;
+  PackBPanel(kern, pr, panel, kb, kb + 1, b, bs);
 }
 
 // Asks for the codes of K blocks [kb_begin, kb_end) of B panel `panel` to be brought into the
@@ -183,15 +203,14 @@ void MicroPanels(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& p
   }
 }
 
-void ComputeTile(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan,
-                 const std::byte* ws, int64_t row_tile, int64_t col_tile) {
+// Computes row panels [rp_begin, rp_end) x column panels [cp_begin, cp_end) of the output, with B
+// taken from the workspace (packed there before) or packed here, chunk by chunk.
+void ComputeBlock(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan,
+                  const std::byte* ws, bool b_packed, int64_t rp_begin, int64_t rp_end,
+                  int64_t cp_begin, int64_t cp_end) {
   const auto* a = reinterpret_cast<const std::uint16_t*>(ws + plan.a_off);
   const auto* as = reinterpret_cast<const float*>(ws + plan.as_off);
-  const int64_t rp_begin = row_tile * plan.row_panels_per_tile;
-  const int64_t rp_end = std::min(rp_begin + plan.row_panels_per_tile, plan.rows_pad / kFp8Mr);
-  const int64_t cp_begin = col_tile * plan.panels_per_tile;
-  const int64_t cp_end = std::min(cp_begin + plan.panels_per_tile, plan.panels);
-  if (plan.prepack_b) {
+  if (b_packed) {
     const auto* b = reinterpret_cast<const std::uint32_t*>(ws + plan.b_off);
     const auto* bs = reinterpret_cast<const float*>(ws + plan.bs_off);
     for (int64_t kb0 = 0; kb0 < plan.kb_count; kb0 += kKcBlocks) {
@@ -216,6 +235,16 @@ void ComputeTile(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& p
   }
 }
 
+// Computes output tile (row_tile, col_tile) of the plan's grid.
+void ComputeTile(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan,
+                 const std::byte* ws, int64_t row_tile, int64_t col_tile) {
+  const int64_t rp_begin = row_tile * plan.row_panels_per_tile;
+  const int64_t cp_begin = col_tile * plan.panels_per_tile;
+  ComputeBlock(kern, pr, plan, ws, plan.prepack_b, rp_begin,
+               std::min(rp_begin + plan.row_panels_per_tile, plan.rows_pad / kFp8Mr), cp_begin,
+               std::min(cp_begin + plan.panels_per_tile, plan.panels));
+}
+
 // The calling thread's workspace, kept between calls so that large ones are not mapped and
 // faulted in again every time (it holds the largest size asked for so far).
 std::byte* Workspace(size_t bytes) {
@@ -229,6 +258,53 @@ std::byte* Workspace(size_t bytes) {
                       capacity);
   }
   return buffer.get();
+}
+
+// Runs one problem: the output is cut into one block per thread, by rows when B is the smaller
+// operand (every thread then decodes all of B) and by columns otherwise (every thread decodes all
+// of A). Each thread packs what its block needs into its own workspace and computes the block, so
+// no thread reads what another decoded. Decoding the smaller operand again costs less than moving
+// the decoded data between cores, which on this machine is slower than decoding it: a shared pack
+// made small GEMMs slower on two threads than on one (see docs/benchmarks.md).
+void RunSplit(const CpuContext& ctx, const Fp8GemmKernels& kern, const Fp8Problem& pr, Plan plan,
+              size_t bytes) {
+  const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
+  const int64_t row_panels = plan.rows_pad / kFp8Mr;
+  const int64_t by_rows = std::min<int64_t>(threads, row_panels);
+  const int64_t by_cols = std::min<int64_t>(threads, plan.panels);
+  const bool split_rows = by_rows > by_cols || (by_rows == by_cols && pr.n <= pr.m);
+  const int64_t parts = split_rows ? by_rows : by_cols;
+  // A block of more row panels than a tile's packs its B panels once, into the workspace.
+  const int64_t max_block_rows = split_rows ? (row_panels + parts - 1) / parts : row_panels;
+  if (max_block_rows > plan.row_panels_per_tile) {
+    bytes = (bytes + 63) / 64 * 64;
+    plan.b_off = bytes;
+    bytes += (sizeof(std::uint32_t) * plan.panels * (plan.kpad / 2) * kFp8Nr + 63) / 64 * 64;
+    plan.bs_off = bytes;
+    bytes += sizeof(float) * plan.panels * plan.kb_count * kFp8Nr;
+  }
+  ParallelFor(ctx, parts, 1, [&](int64_t part_begin, int64_t part_end) {
+    std::byte* ws = Workspace(bytes);  // this thread's own
+    for (int64_t part = part_begin; part < part_end; ++part) {
+      const int64_t rp0 = split_rows ? part * row_panels / parts : 0;
+      const int64_t rp1 = split_rows ? (part + 1) * row_panels / parts : row_panels;
+      const int64_t cp0 = split_rows ? 0 : part * plan.panels / parts;
+      const int64_t cp1 = split_rows ? plan.panels : (part + 1) * plan.panels / parts;
+      for (int64_t rp = rp0; rp < rp1; ++rp) PackA(kern, pr, plan, ws, rp);
+      const bool b_packed = rp1 - rp0 > plan.row_panels_per_tile;
+      if (b_packed) {
+        for (int64_t cp = cp0; cp < cp1; ++cp) {
+          for (int64_t kb = 0; kb < plan.kb_count; ++kb) PackB(kern, pr, plan, ws, cp, kb);
+        }
+      }
+      for (int64_t r = rp0; r < rp1; r += plan.row_panels_per_tile) {
+        for (int64_t c = cp0; c < cp1; c += plan.panels_per_tile) {
+          ComputeBlock(kern, pr, plan, ws, b_packed, r, std::min(r + plan.row_panels_per_tile, rp1),
+                       c, std::min(c + plan.panels_per_tile, cp1));
+        }
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -261,6 +337,10 @@ void RunFp8Gemms(const CpuContext& ctx, const std::vector<Fp8Problem>& problems)
     plan.as_off = take(sizeof(float) * plan.rows_pad * plan.kb_count);
     plan.row_panels_per_tile = 32;  // 192 rows
     plan.panels_per_tile = 4;       // 256 columns
+  }
+  if (problems.size() == 1) {
+    if (plans[0].kb_count > 0) RunSplit(ctx, kern, problems[0], plans[0], bytes);
+    return;
   }
   // Smaller tiles while there are too few to keep every thread busy.
   auto count_tiles = [&] {
@@ -297,10 +377,18 @@ void RunFp8Gemms(const CpuContext& ctx, const std::vector<Fp8Problem>& problems)
     const Plan& plan = plans[i];
     if (plan.kb_count == 0) continue;
     const auto p = static_cast<int32_t>(i);
+    // Pack items of about equal cost, a 64 x 128 block of B each, so that handing them out by
+    // count balances the threads.
     if (plan.prepack_b) {
-      for (int64_t j = 0; j < plan.panels; ++j) pack_items.push_back({p, 1, j, 0});
+      for (int64_t j = 0; j < plan.panels; ++j) {
+        for (int64_t kb = 0; kb < plan.kb_count; ++kb) pack_items.push_back({p, 1, j, kb});
+      }
     }
-    for (int64_t r = 0; r < plan.rows_pad / kFp8Mr; ++r) pack_items.push_back({p, 0, r, 0});
+    const int64_t row_panels = plan.rows_pad / kFp8Mr;
+    const int64_t a_group = std::max<int64_t>(1, kFp8Nr * kQuantTile / (kFp8Mr * plan.kpad));
+    for (int64_t r = 0; r < row_panels; r += a_group) {
+      pack_items.push_back({p, 0, r, std::min(r + a_group, row_panels)});
+    }
     for (int64_t r = 0; r < plan.row_tiles(); ++r) {
       for (int64_t c = 0; c < plan.col_tiles(); ++c) tile_items.push_back({p, 0, r, c});
     }
@@ -309,17 +397,23 @@ void RunFp8Gemms(const CpuContext& ctx, const std::vector<Fp8Problem>& problems)
 
   std::byte* ws = Workspace(bytes);
 
-  ParallelDynamic(ctx, static_cast<int64_t>(pack_items.size()), [&](int64_t idx) {
-    const Item& item = pack_items[idx];
-    if (item.kind == 1) {
-      PackB(kern, problems[item.problem], plans[item.problem], ws, item.i);
-    } else {
-      PackA(kern, problems[item.problem], plans[item.problem], ws, item.i);
+  ParallelDynamic(ctx, static_cast<int64_t>(pack_items.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const Item& item = pack_items[idx];
+      if (item.kind == 1) {
+        PackB(kern, problems[item.problem], plans[item.problem], ws, item.i, item.j);
+      } else {
+        for (int64_t r = item.i; r < item.j; ++r) {
+          PackA(kern, problems[item.problem], plans[item.problem], ws, r);
+        }
+      }
     }
   });
-  ParallelDynamic(ctx, static_cast<int64_t>(tile_items.size()), [&](int64_t idx) {
-    const Item& item = tile_items[idx];
-    ComputeTile(kern, problems[item.problem], plans[item.problem], ws, item.i, item.j);
+  ParallelDynamic(ctx, static_cast<int64_t>(tile_items.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t idx = begin; idx < end; ++idx) {
+      const Item& item = tile_items[idx];
+      ComputeTile(kern, problems[item.problem], plans[item.problem], ws, item.i, item.j);
+    }
   });
 }
 

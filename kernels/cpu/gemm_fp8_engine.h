@@ -1,6 +1,6 @@
-// Internal: runs a batch of block-scaled FP8 GEMM problems in one parallel pass (pack every
-// operand, then compute every output tile), the common core of the FP8 entries of gemm.h and
-// grouped_gemm.h. Arguments are validated by those entries. Not a public API.
+// Internal: runs one block-scaled FP8 GEMM problem, or a batch of them (the grouped GEMMs), on
+// ctx's threads; the common core of the FP8 entries of gemm.h and grouped_gemm.h. Arguments are
+// validated by those entries. Not a public API.
 #ifndef DSV3_KERNELS_CPU_GEMM_FP8_ENGINE_H_
 #define DSV3_KERNELS_CPU_GEMM_FP8_ENGINE_H_
 

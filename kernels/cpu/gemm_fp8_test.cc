@@ -179,13 +179,14 @@ int64_t FirstBitDifference(const std::vector<float>& a, const std::vector<float>
 
 TEST(GemmFp8, FollowsTheDocumentedArithmeticBitForBitOnEveryPathAndThreadCount) {
   std::mt19937_64 rng(testing::TestSeed(101));
-  ThreadPool pool(2);
+  ThreadPool pool(2), pool3(3);
   const bool have_simd = internal::Avx512Bf16Fp8GemmKernels() != nullptr;
   if (!have_simd) std::printf("no AVX-512 BF16 on this CPU: only the portable path is checked\n");
   // Several tiles, partial row panels, column panels and K blocks; one and several row tiles (B
-  // packed per tile, or once for all).
-  for (const Shape& s :
-       {Shape{100, 300, 520}, Shape{200, 70, 300}, Shape{1, 70, 1}, Shape{13, 1, 129}}) {
+  // packed per tile, or once for all); output split between threads by rows (400x70) and by
+  // columns (200x300), with B packed once per thread's block.
+  for (const Shape& s : {Shape{100, 300, 520}, Shape{200, 70, 300}, Shape{1, 70, 1},
+                         Shape{13, 1, 129}, Shape{400, 70, 130}, Shape{200, 300, 130}}) {
     const Operands o = MakeOperands(rng, s);
     for (Layout layout : kLayouts) {
       const NtView v = View(o, layout);
@@ -195,7 +196,7 @@ TEST(GemmFp8, FollowsTheDocumentedArithmeticBitForBitOnEveryPathAndThreadCount) 
                                              : std::vector<float>(v.rows * v.cols, 0.0f);
         const std::vector<float> want = Emulate(v, start);
         const CpuContext contexts[] = {
-            {nullptr, false}, {&pool, false}, {nullptr, true}, {&pool, true}};
+            {nullptr, false}, {&pool, false}, {nullptr, true}, {&pool, true}, {&pool3, true}};
         for (const CpuContext& ctx : contexts) {
           if (ctx.use_simd && !have_simd) continue;
           std::vector<float> got =
@@ -203,7 +204,8 @@ TEST(GemmFp8, FollowsTheDocumentedArithmeticBitForBitOnEveryPathAndThreadCount) 
           RunFp8(ctx, {.accumulate = accumulate}, o, layout, got.data());
           const int64_t bad = FirstBitDifference(got, want);
           EXPECT_EQ(bad, -1) << Name(LayoutName(layout), s) << " accumulate=" << accumulate
-                             << " simd=" << ctx.use_simd << " threads=" << (ctx.pool ? 2 : 1)
+                             << " simd=" << ctx.use_simd
+                             << " threads=" << (ctx.pool ? ctx.pool->num_threads() : 1)
                              << ": element [" << (bad < 0 ? 0 : bad / v.cols) << ", "
                              << (bad < 0 ? 0 : bad % v.cols) << "] of [" << v.rows << ", " << v.cols
                              << "] is " << (bad < 0 ? 0 : got[bad]) << ", want "
