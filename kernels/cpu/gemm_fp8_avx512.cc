@@ -180,48 +180,48 @@ DSV3_AVX512BF16 inline __m512 BroadcastPair(const std::uint16_t* p) {
       static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 16))));
 }
 
-// R rows of the micro-tile (R <= kFp8Mr): a panel's last rows cost what they compute.
-template <int R>
-DSV3_AVX512BF16 void MicroKernelRows(const std::uint16_t* a, int64_t lda, const float* a_scales,
-                                     int64_t lds, const std::uint32_t* b, const float* b_scales,
-                                     int64_t kb_begin, int64_t kb_end, int64_t tail_pairs,
-                                     bool c_is_zero, float* c, int64_t ldc) {
+// R rows and 16 x V columns of the micro-tile (R <= kFp8Mr, V <= 4): a panel's last rows, and the
+// last panel's columns when N is not a multiple of 64, cost what they compute.
+template <int R, int V>
+DSV3_AVX512BF16 void MicroKernelRV(const std::uint16_t* a, int64_t lda, const float* a_scales,
+                                   int64_t lds, const std::uint32_t* b, const float* b_scales,
+                                   int64_t kb_begin, int64_t kb_end, int64_t tail_pairs,
+                                   bool c_is_zero, float* c, int64_t ldc) {
   for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
     const std::uint32_t* bp = b + kb * kFp8PairsPerBlock * kFp8Nr;
     const std::uint16_t* ap = a + kb * kFp8KBlock;
-    __m512 acc[R][4];
+    __m512 acc[R][V];
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
+      for (int j = 0; j < V; ++j) acc[r][j] = _mm512_setzero_ps();
     }
     const int64_t pairs = kb + 1 == kb_end ? tail_pairs : kFp8PairsPerBlock;
     for (int64_t p = 0; p < pairs; ++p) {
-      const __m512 b0 = _mm512_castsi512_ps(_mm512_loadu_si512(bp + p * kFp8Nr));
-      const __m512 b1 = _mm512_castsi512_ps(_mm512_loadu_si512(bp + p * kFp8Nr + 16));
-      const __m512 b2 = _mm512_castsi512_ps(_mm512_loadu_si512(bp + p * kFp8Nr + 32));
-      const __m512 b3 = _mm512_castsi512_ps(_mm512_loadu_si512(bp + p * kFp8Nr + 48));
+      __m512 bv[V];
+#pragma GCC unroll 4
+      for (int j = 0; j < V; ++j) {
+        bv[j] = _mm512_castsi512_ps(_mm512_loadu_si512(bp + p * kFp8Nr + 16 * j));
+      }
 #pragma GCC unroll 6
       for (int r = 0; r < R; ++r) {
         const __m512bh av = (__m512bh)BroadcastPair(ap + r * lda + 2 * p);
-        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, (__m512bh)b0);
-        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, (__m512bh)b1);
-        acc[r][2] = _mm512_dpbf16_ps(acc[r][2], av, (__m512bh)b2);
-        acc[r][3] = _mm512_dpbf16_ps(acc[r][3], av, (__m512bh)b3);
+#pragma GCC unroll 4
+        for (int j = 0; j < V; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], av, (__m512bh)bv[j]);
       }
     }
     // Promotion: C += P · (s_a · s_b), one FMA rounding.
     const float* sb = b_scales + kb * kFp8Nr;
-    const __m512 sb0 = _mm512_loadu_ps(sb), sb1 = _mm512_loadu_ps(sb + 16);
-    const __m512 sb2 = _mm512_loadu_ps(sb + 32), sb3 = _mm512_loadu_ps(sb + 48);
+    __m512 sbs[V];
+#pragma GCC unroll 4
+    for (int j = 0; j < V; ++j) sbs[j] = _mm512_loadu_ps(sb + 16 * j);
     const bool zero = c_is_zero && kb == kb_begin;
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
       const __m512 sa = _mm512_set1_ps(a_scales[r * lds + kb]);
       float* cr = c + r * ldc;
-      const __m512 sbs[4] = {sb0, sb1, sb2, sb3};
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < V; ++j) {
         const __m512 old = zero ? _mm512_setzero_ps() : _mm512_loadu_ps(cr + 16 * j);
         _mm512_storeu_ps(cr + 16 * j, _mm512_fmadd_ps(acc[r][j], _mm512_mul_ps(sa, sbs[j]), old));
       }
@@ -229,19 +229,27 @@ DSV3_AVX512BF16 void MicroKernelRows(const std::uint16_t* a, int64_t lda, const 
   }
 }
 
-DSV3_AVX512BF16 void MicroKernel(int rows, const std::uint16_t* a, int64_t lda,
+using KernelRV = void (*)(const std::uint16_t*, int64_t, const float*, int64_t,
+                          const std::uint32_t*, const float*, int64_t, int64_t, int64_t, bool,
+                          float*, int64_t);
+
+template <int V>
+struct KernelsForV {
+  static_assert(kFp8Mr == 6);
+  static constexpr KernelRV kByRows[kFp8Mr] = {MicroKernelRV<1, V>, MicroKernelRV<2, V>,
+                                               MicroKernelRV<3, V>, MicroKernelRV<4, V>,
+                                               MicroKernelRV<5, V>, MicroKernelRV<6, V>};
+};
+
+DSV3_AVX512BF16 void MicroKernel(int rows, int cols, const std::uint16_t* a, int64_t lda,
                                  const float* a_scales, int64_t lds, const std::uint32_t* b,
                                  const float* b_scales, int64_t kb_begin, int64_t kb_end,
                                  int64_t tail_pairs, bool c_is_zero, float* c, int64_t ldc) {
-  static_assert(kFp8Mr == 6);
-  using Kernel =
-      void (*)(const std::uint16_t*, int64_t, const float*, int64_t, const std::uint32_t*,
-               const float*, int64_t, int64_t, int64_t, bool, float*, int64_t);
-  static constexpr Kernel kByRows[kFp8Mr] = {MicroKernelRows<1>, MicroKernelRows<2>,
-                                             MicroKernelRows<3>, MicroKernelRows<4>,
-                                             MicroKernelRows<5>, MicroKernelRows<6>};
-  kByRows[rows - 1](a, lda, a_scales, lds, b, b_scales, kb_begin, kb_end, tail_pairs, c_is_zero, c,
-                    ldc);
+  static_assert(kFp8Nr == 64);
+  static constexpr const KernelRV* kByCols[4] = {KernelsForV<1>::kByRows, KernelsForV<2>::kByRows,
+                                                 KernelsForV<3>::kByRows, KernelsForV<4>::kByRows};
+  kByCols[cols / 16 - 1][rows - 1](a, lda, a_scales, lds, b, b_scales, kb_begin, kb_end, tail_pairs,
+                                   c_is_zero, c, ldc);
 }
 
 constexpr Fp8GemmKernels kAvx512Bf16 = {"avx512bf16", DecodeRow, PackBRows, PackBCols, MicroKernel};

@@ -176,16 +176,17 @@ void MicroPanels(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& p
   alignas(64) float edge[kFp8Mr * kFp8Nr];
   const int64_t col0 = cp * kFp8Nr;
   const int64_t cols = std::min(kFp8Nr, pr.n - col0);
+  const int kernel_cols = static_cast<int>(RoundUp(cols, 16));  // the micro-kernel's 16, 32, 48, 64
   for (int64_t rp = rp_begin; rp < rp_end; ++rp) {
     const int64_t row0 = rp * kFp8Mr;
-    const int64_t rows = std::min(kFp8Mr, pr.m - row0);
+    const int rows = static_cast<int>(std::min(kFp8Mr, pr.m - row0));
     // The micro-kernel indexes A and its scales by block from kb0 on.
     const std::uint16_t* a_panel = a + row0 * plan.kpad + kb0 * kQuantTile;
     const float* as_panel = as + row0 * plan.kb_count + kb0;
     float* c = pr.c + row0 * pr.n + col0;
-    if (cols == kFp8Nr) {  // the micro-kernel computes (and touches) only the panel's rows
-      kern.micro_kernel(static_cast<int>(rows), a_panel, plan.kpad, as_panel, plan.kb_count, b, bs,
-                        0, kb1 - kb0, tail_pairs, c_is_zero, c, pr.n);
+    if (cols == kernel_cols) {  // the micro-kernel computes (and touches) only the panel's rows
+      kern.micro_kernel(rows, kernel_cols, a_panel, plan.kpad, as_panel, plan.kb_count, b, bs, 0,
+                        kb1 - kb0, tail_pairs, c_is_zero, c, pr.n);
       continue;
     }
     // Edge tile: work on a zero-padded copy; the padding columns' results are dropped.
@@ -195,7 +196,7 @@ void MicroPanels(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& p
         std::memcpy(edge + r * kFp8Nr, c + r * pr.n, sizeof(float) * cols);
       }
     }
-    kern.micro_kernel(static_cast<int>(rows), a_panel, plan.kpad, as_panel, plan.kb_count, b, bs, 0,
+    kern.micro_kernel(rows, kernel_cols, a_panel, plan.kpad, as_panel, plan.kb_count, b, bs, 0,
                       kb1 - kb0, tail_pairs, c_is_zero, edge, kFp8Nr);
     for (int64_t r = 0; r < rows; ++r) {
       std::memcpy(c + r * pr.n, edge + r * kFp8Nr, sizeof(float) * cols);

@@ -65,9 +65,9 @@ void PackBCols(const std::uint8_t* b, int64_t ldb, int64_t cols, int64_t k, int6
   }
 }
 
-void MicroKernel(int rows, const std::uint16_t* a, int64_t lda, const float* a_scales, int64_t lds,
-                 const std::uint32_t* b, const float* b_scales, int64_t kb_begin, int64_t kb_end,
-                 int64_t tail_pairs, bool c_is_zero, float* c, int64_t ldc) {
+void MicroKernel(int rows, int cols, const std::uint16_t* a, int64_t lda, const float* a_scales,
+                 int64_t lds, const std::uint32_t* b, const float* b_scales, int64_t kb_begin,
+                 int64_t kb_end, int64_t tail_pairs, bool c_is_zero, float* c, int64_t ldc) {
   for (int64_t kb = kb_begin; kb < kb_end; ++kb) {
     const std::uint32_t* bp = b + kb * kFp8PairsPerBlock * kFp8Nr;
     const int64_t pairs = kb + 1 == kb_end ? tail_pairs : kFp8PairsPerBlock;
@@ -77,7 +77,7 @@ void MicroKernel(int rows, const std::uint16_t* a, int64_t lda, const float* a_s
       for (int64_t p = 0; p < pairs; ++p) {
         const float a_even = Bf16ToFloat(ar[2 * p]);
         const float a_odd = Bf16ToFloat(ar[2 * p + 1]);
-        for (int64_t j = 0; j < kFp8Nr; ++j) {
+        for (int64_t j = 0; j < cols; ++j) {
           const std::uint32_t pair = bp[p * kFp8Nr + j];
           const float b_even = Bf16ToFloat(static_cast<std::uint16_t>(pair & 0xFFFFu));
           const float b_odd = Bf16ToFloat(static_cast<std::uint16_t>(pair >> 16));
@@ -89,7 +89,7 @@ void MicroKernel(int rows, const std::uint16_t* a, int64_t lda, const float* a_s
       const float sa = a_scales[r * lds + kb];
       float* cr = c + r * ldc;
       const bool zero = c_is_zero && kb == kb_begin;
-      for (int64_t j = 0; j < kFp8Nr; ++j) {
+      for (int64_t j = 0; j < cols; ++j) {
         cr[j] = std::fma(acc[j], sa * b_scales[kb * kFp8Nr + j], zero ? 0.0f : cr[j]);
       }
     }

@@ -183,10 +183,11 @@ TEST(GemmFp8, FollowsTheDocumentedArithmeticBitForBitOnEveryPathAndThreadCount) 
   const bool have_simd = internal::Avx512Bf16Fp8GemmKernels() != nullptr;
   if (!have_simd) std::printf("no AVX-512 BF16 on this CPU: only the portable path is checked\n");
   // Several tiles, partial row panels, column panels and K blocks; one and several row tiles (B
-  // packed per tile, or once for all); output split between threads by rows (400x70) and by
-  // columns (200x300), with B packed once per thread's block.
+  // packed per tile, or once for all); output split between threads by rows (400x80) and by
+  // columns (200x300), with B packed once per thread's block; last column panels of 16 (N = 80,
+  // computed in place), 44 (N = 300, through a copy) and 6 columns.
   for (const Shape& s : {Shape{100, 300, 520}, Shape{200, 70, 300}, Shape{1, 70, 1},
-                         Shape{13, 1, 129}, Shape{400, 70, 130}, Shape{200, 300, 130}}) {
+                         Shape{13, 1, 129}, Shape{400, 80, 130}, Shape{200, 300, 130}}) {
     const Operands o = MakeOperands(rng, s);
     for (Layout layout : kLayouts) {
       const NtView v = View(o, layout);
