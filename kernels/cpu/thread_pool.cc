@@ -36,7 +36,8 @@ bool SpinUntil(const Done& done) {
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads) {
-  DSV3_KERNEL_CHECK(num_threads >= 1, "ThreadPool: num_threads=%d must be >= 1", num_threads);
+  DSV3_KERNEL_CHECK(num_threads >= 1 && num_threads <= kMaxThreads,
+                    "ThreadPool: num_threads=%d must be in [1, %d]", num_threads, kMaxThreads);
   workers_.reserve(num_threads - 1);
   for (int i = 1; i < num_threads; ++i) {
     workers_.emplace_back([this, i] { WorkerLoop(i); });
@@ -47,7 +48,7 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     shutdown_.store(true, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+    generation_.fetch_add(std::uint64_t{1} << 16, std::memory_order_release);
   }
   work_cv_.notify_all();
   for (std::thread& t : workers_) {
@@ -74,11 +75,12 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain, const RangeFn& fn) {
   fn_ = &fn;
   n_ = n;
   chunk_ = chunk;
-  num_chunks_ = num_chunks;
-  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
+  pending_.store(num_chunks - 1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_release);
+    const std::uint64_t call = (generation_.load(std::memory_order_relaxed) >> 16) + 1;
+    generation_.store(call << 16 | static_cast<std::uint64_t>(num_chunks),
+                      std::memory_order_release);
   }
   work_cv_.notify_all();  // no system call when every worker is still spinning
   tls_in_parallel_for = true;
@@ -93,28 +95,32 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain, const RangeFn& fn) {
 }
 
 void ThreadPool::WorkerLoop(int index) {
-  int64_t seen_generation = 0;
+  std::uint64_t seen = 0;
   while (true) {
+    std::uint64_t generation = seen;
     auto new_generation = [&] {
-      return generation_.load(std::memory_order_acquire) != seen_generation;
+      generation = generation_.load(std::memory_order_acquire);
+      return generation != seen;
     };
     if (!SpinUntil(new_generation)) {
       std::unique_lock<std::mutex> lock(mu_);
       work_cv_.wait(lock, new_generation);
     }
+    seen = generation;
     if (shutdown_.load(std::memory_order_relaxed)) {
       return;
     }
-    // The caller waits for every worker before it starts another generation: none is skipped.
-    seen_generation = generation_.load(std::memory_order_relaxed);
-    if (index < num_chunks_) {
-      const int64_t begin = index * chunk_;
-      const int64_t end = std::min(begin + chunk_, n_);
-      if (begin < end) {
-        tls_in_parallel_for = true;
-        (*fn_)(begin, end);
-        tls_in_parallel_for = false;
-      }
+    // A worker without a chunk may miss whole calls; one with a chunk cannot, as the caller waits
+    // for it before the next call.
+    if (index >= static_cast<int>(generation & 0xFFFF)) {
+      continue;
+    }
+    const int64_t begin = index * chunk_;
+    const int64_t end = std::min(begin + chunk_, n_);
+    if (begin < end) {
+      tls_in_parallel_for = true;
+      (*fn_)(begin, end);
+      tls_in_parallel_for = false;
     }
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);  // the caller is spinning or inside done_cv_.wait

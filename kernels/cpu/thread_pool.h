@@ -26,9 +26,10 @@ class ThreadPool {
 
   // How long an idle thread spins before it blocks, in microseconds.
   static constexpr int64_t kSpinMicros = 100;
+  static constexpr int kMaxThreads = 0xFFFF;
 
   // num_threads >= 1 counts the calling thread, which works too: num_threads - 1 threads are
-  // started. Aborts if num_threads < 1.
+  // started. Aborts unless 1 <= num_threads <= kMaxThreads.
   explicit ThreadPool(int num_threads);
   ~ThreadPool();  // Joins the workers.
 
@@ -51,20 +52,20 @@ class ThreadPool {
 
   std::mutex call_mu_;  // Serialises ParallelFor calls.
 
-  // A call publishes fn_, n_, chunk_ and num_chunks_, sets pending_ to the number of workers, then
-  // bumps generation_ (under mu_, so that a worker about to block cannot miss it). A worker that
-  // sees the new generation reads the fields, runs its chunk if it has one, and decrements
-  // pending_; the fields stay unchanged until pending_ is 0, so every worker has read them.
+  // A call publishes fn_, n_ and chunk_, sets pending_ to the number of workers with a chunk, then
+  // sets generation_ to (call number << 16 | number of chunks), under mu_ so that a worker about to
+  // block cannot miss it. A worker that sees a new generation runs its chunk, if the number of
+  // chunks gives it one, and then decrements pending_; the fields stay unchanged until pending_ is
+  // 0, so every worker that reads them has done so. Workers without a chunk read nothing else.
   std::mutex mu_;
   std::condition_variable work_cv_;  // Signalled when a new generation starts or on shutdown.
   std::condition_variable done_cv_;  // Signalled when pending_ drops to 0.
-  std::atomic<int64_t> generation_{0};
+  std::atomic<std::uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> shutdown_{false};
   const RangeFn* fn_ = nullptr;
   int64_t n_ = 0;
   int64_t chunk_ = 0;
-  int num_chunks_ = 0;
 };
 
 }  // namespace dsv3::kernels

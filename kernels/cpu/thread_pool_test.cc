@@ -127,7 +127,7 @@ TEST(ThreadPoolDeathTest, NestedParallelForAborts) {
 }
 
 TEST(ThreadPoolDeathTest, ZeroThreadsAborts) {
-  EXPECT_DEATH(ThreadPool pool(0), "num_threads=0 must be >= 1");
+  EXPECT_DEATH(ThreadPool pool(0), "num_threads=0 must be in \\[1, 65535\\]");
 }
 
 }  // namespace
