@@ -1,12 +1,12 @@
 // Internal: RunFp8Gemms (gemm_fp8_engine.h). A single problem (every GEMM of gemm.h) is cut into
-// one block per thread, and each thread packs and computes its block alone (RunSplit). A batch of
-// problems (the grouped GEMMs) runs in three phases over one workspace: plan (buffer offsets, tile
-// sizes), pack (every A row panel of every problem decoded to BF16 with its scales, and the B
-// panels of problems whose tiles share them), compute (every output tile; a problem with a single
-// row of tiles packs its B panels inside its tiles, chunk by chunk, so that small-M GEMMs never
-// write decoded weights to memory). Both parallel phases hand out items from an atomic counter, so
-// uneven problems (experts with different token counts) balance. No element's arithmetic depends
-// on the tiling or on the thread that computes it.
+// at most one block per thread, and each thread packs and computes its block alone (RunSplit). A
+// batch of problems (the grouped GEMMs) runs in three phases over one workspace: plan (buffer
+// offsets, tile sizes), pack (every A row panel of every problem decoded to BF16 with its scales,
+// and the B panels of problems whose tiles share them), compute (every output tile; a problem with
+// a single row of tiles packs its B panels inside its tiles, chunk by chunk, so that small-M GEMMs
+// never write decoded weights to memory). Both parallel phases hand out items from an atomic
+// counter, so uneven problems (experts with different token counts) balance. No element's
+// arithmetic depends on the tiling or on the thread that computes it.
 
 #include "kernels/cpu/gemm_fp8_engine.h"
 
@@ -33,6 +33,9 @@ int64_t RoundUp(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 struct Plan {
   int64_t kb_count = 0, kpad = 0, rows_pad = 0, panels = 0;
   size_t a_off = 0, as_off = 0, b_off = 0, bs_off = 0;  // byte offsets into the workspace
+  // The first row panel (A) and column panel (B) that the workspace holds: a thread's own
+  // workspace holds only its block's.
+  int64_t ws_row_panel0 = 0, ws_col_panel0 = 0;
   int64_t row_panels_per_tile = 0, panels_per_tile = 0;
   // With a single row tile each B panel is used by one tile only: it is packed there, chunk by
   // chunk, into a buffer that stays in L1, instead of through the workspace (and memory).
@@ -63,7 +66,7 @@ void ParallelDynamic(const CpuContext& ctx, int64_t n,
     return;
   }
   alignas(64) std::atomic<int64_t> next{0};
-  ParallelFor(ctx, std::min<int64_t>(threads, n), 1, [&](int64_t, int64_t) {
+  ParallelFor(ctx, std::min<int64_t>(threads, n), 1, [&next, &fn, n, threads](int64_t, int64_t) {
     int64_t begin = next.load(std::memory_order_relaxed);
     while (begin < n) {
       const int64_t end = begin + std::max<int64_t>(1, (n - begin) / (2 * threads));
@@ -85,8 +88,9 @@ void PackA(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan, s
   auto* as = reinterpret_cast<float*>(ws + plan.as_off);
   const int64_t tiles = NumTiles(pr.k);
   for (int64_t r = panel * kFp8Mr; r < (panel + 1) * kFp8Mr; ++r) {
-    std::uint16_t* dst = a + r * plan.kpad;
-    float* s = as + r * plan.kb_count;
+    const int64_t ws_row = r - plan.ws_row_panel0 * kFp8Mr;
+    std::uint16_t* dst = a + ws_row * plan.kpad;
+    float* s = as + ws_row * plan.kb_count;
     if (r < pr.m) {
       kern.decode_row(pr.a + r * pr.k, pr.k, plan.kpad, dst);
       std::memcpy(s, pr.a_scales + r * tiles, sizeof(float) * tiles);
@@ -142,9 +146,10 @@ void PackBPanel(const Fp8GemmKernels& kern, const Fp8Problem& pr, int64_t panel,
 // Packs K block kb of B panel `panel` into the workspace.
 void PackB(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& plan, std::byte* ws,
            int64_t panel, int64_t kb) {
+  const int64_t ws_panel = panel - plan.ws_col_panel0;
   auto* b = reinterpret_cast<std::uint32_t*>(ws + plan.b_off) +
-            (panel * (plan.kpad / 2) + kb * kFp8PairsPerBlock) * kFp8Nr;
-  auto* bs = reinterpret_cast<float*>(ws + plan.bs_off) + (panel * plan.kb_count + kb) * kFp8Nr;
+            (ws_panel * (plan.kpad / 2) + kb * kFp8PairsPerBlock) * kFp8Nr;
+  auto* bs = reinterpret_cast<float*>(ws + plan.bs_off) + (ws_panel * plan.kb_count + kb) * kFp8Nr;
   PackBPanel(kern, pr, panel, kb, kb + 1, b, bs);
 }
 
@@ -181,8 +186,9 @@ void MicroPanels(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& p
     const int64_t row0 = rp * kFp8Mr;
     const int rows = static_cast<int>(std::min(kFp8Mr, pr.m - row0));
     // The micro-kernel indexes A and its scales by block from kb0 on.
-    const std::uint16_t* a_panel = a + row0 * plan.kpad + kb0 * kQuantTile;
-    const float* as_panel = as + row0 * plan.kb_count + kb0;
+    const int64_t ws_row = row0 - plan.ws_row_panel0 * kFp8Mr;
+    const std::uint16_t* a_panel = a + ws_row * plan.kpad + kb0 * kQuantTile;
+    const float* as_panel = as + ws_row * plan.kb_count + kb0;
     float* c = pr.c + row0 * pr.n + col0;
     if (cols == kernel_cols) {  // the micro-kernel computes (and touches) only the panel's rows
       kern.micro_kernel(rows, kernel_cols, a_panel, plan.kpad, as_panel, plan.kb_count, b, bs, 0,
@@ -217,9 +223,10 @@ void ComputeBlock(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& 
     for (int64_t kb0 = 0; kb0 < plan.kb_count; kb0 += kKcBlocks) {
       const int64_t kb1 = std::min(kb0 + kKcBlocks, plan.kb_count);
       for (int64_t cp = cp_begin; cp < cp_end; ++cp) {
+        const int64_t ws_panel = cp - plan.ws_col_panel0;
         MicroPanels(kern, pr, plan, a, as, rp_begin, rp_end, cp,
-                    b + (cp * (plan.kpad / 2) + kb0 * kFp8PairsPerBlock) * kFp8Nr,
-                    bs + (cp * plan.kb_count + kb0) * kFp8Nr, kb0, kb1);
+                    b + (ws_panel * (plan.kpad / 2) + kb0 * kFp8PairsPerBlock) * kFp8Nr,
+                    bs + (ws_panel * plan.kb_count + kb0) * kFp8Nr, kb0, kb1);
       }
     }
     return;
@@ -261,47 +268,64 @@ std::byte* Workspace(size_t bytes) {
   return buffer.get();
 }
 
-// Runs one problem: the output is cut into one block per thread, by rows when B is the smaller
-// operand (every thread then decodes all of B) and by columns otherwise (every thread decodes all
-// of A). Each thread packs what its block needs into its own workspace and computes the block, so
-// no thread reads what another decoded. Decoding the smaller operand again costs less than moving
-// the decoded data between cores, which on this machine is slower than decoding it: a shared pack
-// made small GEMMs slower on two threads than on one (see docs/benchmarks.md).
-void RunSplit(const CpuContext& ctx, const Fp8GemmKernels& kern, const Fp8Problem& pr, Plan plan,
-              size_t bytes) {
+// Decoding one FP8 element costs about as much as 32 multiply-adds of the micro-kernel (0.07 ns
+// against 0.002 ns here); RunSplit weighs the two when it chooses how to cut a GEMM.
+constexpr int64_t kDecodeCostInMacs = 32;
+
+// Runs one problem: the output is cut into a grid of blocks, at most one per thread, and each
+// thread decodes what its block needs (its rows of A, its panels of B) into its own workspace and
+// computes the block, so that no thread reads what another decoded. On this machine moving decoded
+// data between cores costs more than decoding it again: a shared pack made small GEMMs slower on
+// two threads than on one (see docs/benchmarks.md). The grid is the one with the least work for its
+// largest block, counting the operands that blocks side by side decode again.
+void RunSplit(const CpuContext& ctx, const Fp8GemmKernels& kern, const Fp8Problem& pr, Plan plan) {
   const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
   const int64_t row_panels = plan.rows_pad / kFp8Mr;
-  const int64_t by_rows = std::min<int64_t>(threads, row_panels);
-  const int64_t by_cols = std::min<int64_t>(threads, plan.panels);
-  const bool split_rows = by_rows > by_cols || (by_rows == by_cols && pr.n <= pr.m);
-  const int64_t parts = split_rows ? by_rows : by_cols;
-  // A block of more row panels than a tile's packs its B panels once, into the workspace.
-  const int64_t max_block_rows = split_rows ? (row_panels + parts - 1) / parts : row_panels;
-  if (max_block_rows > plan.row_panels_per_tile) {
-    bytes = (bytes + 63) / 64 * 64;
-    plan.b_off = bytes;
-    bytes += (sizeof(std::uint32_t) * plan.panels * (plan.kpad / 2) * kFp8Nr + 63) / 64 * 64;
-    plan.bs_off = bytes;
-    bytes += sizeof(float) * plan.panels * plan.kb_count * kFp8Nr;
+  int64_t grid_rows = 1, grid_cols = 1, best = -1;
+  for (int64_t gr = 1; gr <= std::min<int64_t>(threads, row_panels); ++gr) {
+    const int64_t gc = std::min<int64_t>(threads / gr, plan.panels);
+    const int64_t rows = (row_panels + gr - 1) / gr * kFp8Mr;
+    const int64_t cols = (plan.panels + gc - 1) / gc * kFp8Nr;
+    const int64_t cost = rows * cols + kDecodeCostInMacs * (rows + cols);
+    if (best < 0 || cost < best) best = cost, grid_rows = gr, grid_cols = gc;
   }
-  ParallelFor(ctx, parts, 1, [&](int64_t part_begin, int64_t part_end) {
+  // The workspace holds the largest block's rows of A and, when its rows span more than one tile
+  // (so that each B panel is used more than once), its B panels, decoded once.
+  const int64_t block_row_panels = (row_panels + grid_rows - 1) / grid_rows;
+  const int64_t block_panels = (plan.panels + grid_cols - 1) / grid_cols;
+  size_t bytes = 0;
+  auto take = [&bytes](size_t n) {
+    const size_t off = bytes;
+    bytes += (n + 63) / 64 * 64;
+    return off;
+  };
+  plan.a_off = take(sizeof(std::uint16_t) * block_row_panels * kFp8Mr * plan.kpad);
+  plan.as_off = take(sizeof(float) * block_row_panels * kFp8Mr * plan.kb_count);
+  if (block_row_panels > plan.row_panels_per_tile) {
+    plan.b_off = take(sizeof(std::uint32_t) * block_panels * (plan.kpad / 2) * kFp8Nr);
+    plan.bs_off = take(sizeof(float) * block_panels * plan.kb_count * kFp8Nr);
+  }
+  ParallelFor(ctx, grid_rows * grid_cols, 1, [&](int64_t part_begin, int64_t part_end) {
     std::byte* ws = Workspace(bytes);  // this thread's own
     for (int64_t part = part_begin; part < part_end; ++part) {
-      const int64_t rp0 = split_rows ? part * row_panels / parts : 0;
-      const int64_t rp1 = split_rows ? (part + 1) * row_panels / parts : row_panels;
-      const int64_t cp0 = split_rows ? 0 : part * plan.panels / parts;
-      const int64_t cp1 = split_rows ? plan.panels : (part + 1) * plan.panels / parts;
-      for (int64_t rp = rp0; rp < rp1; ++rp) PackA(kern, pr, plan, ws, rp);
+      const int64_t gr = part / grid_cols, gc = part % grid_cols;
+      const int64_t rp0 = gr * row_panels / grid_rows, rp1 = (gr + 1) * row_panels / grid_rows;
+      const int64_t cp0 = gc * plan.panels / grid_cols, cp1 = (gc + 1) * plan.panels / grid_cols;
+      Plan block = plan;
+      block.ws_row_panel0 = rp0;
+      block.ws_col_panel0 = cp0;
+      for (int64_t rp = rp0; rp < rp1; ++rp) PackA(kern, pr, block, ws, rp);
       const bool b_packed = rp1 - rp0 > plan.row_panels_per_tile;
       if (b_packed) {
         for (int64_t cp = cp0; cp < cp1; ++cp) {
-          for (int64_t kb = 0; kb < plan.kb_count; ++kb) PackB(kern, pr, plan, ws, cp, kb);
+          for (int64_t kb = 0; kb < plan.kb_count; ++kb) PackB(kern, pr, block, ws, cp, kb);
         }
       }
       for (int64_t r = rp0; r < rp1; r += plan.row_panels_per_tile) {
         for (int64_t c = cp0; c < cp1; c += plan.panels_per_tile) {
-          ComputeBlock(kern, pr, plan, ws, b_packed, r, std::min(r + plan.row_panels_per_tile, rp1),
-                       c, std::min(c + plan.panels_per_tile, cp1));
+          ComputeBlock(kern, pr, block, ws, b_packed, r,
+                       std::min(r + plan.row_panels_per_tile, rp1), c,
+                       std::min(c + plan.panels_per_tile, cp1));
         }
       }
     }
@@ -340,7 +364,7 @@ void RunFp8Gemms(const CpuContext& ctx, const std::vector<Fp8Problem>& problems)
     plan.panels_per_tile = 4;       // 256 columns
   }
   if (problems.size() == 1) {
-    if (plans[0].kb_count > 0) RunSplit(ctx, kern, problems[0], plans[0], bytes);
+    if (plans[0].kb_count > 0) RunSplit(ctx, kern, problems[0], plans[0]);
     return;
   }
   // Smaller tiles while there are too few to keep every thread busy.

@@ -179,15 +179,16 @@ int64_t FirstBitDifference(const std::vector<float>& a, const std::vector<float>
 
 TEST(GemmFp8, FollowsTheDocumentedArithmeticBitForBitOnEveryPathAndThreadCount) {
   std::mt19937_64 rng(testing::TestSeed(101));
-  ThreadPool pool(2), pool3(3);
+  ThreadPool pool(2), pool3(3), pool4(4);
   const bool have_simd = internal::Avx512Bf16Fp8GemmKernels() != nullptr;
   if (!have_simd) std::printf("no AVX-512 BF16 on this CPU: only the portable path is checked\n");
   // Several tiles, partial row panels, column panels and K blocks; one and several row tiles (B
-  // packed per tile, or once for all); output split between threads by rows (400x80) and by
-  // columns (200x300), with B packed once per thread's block; last column panels of 16 (N = 80,
-  // computed in place), 44 (N = 300, through a copy) and 6 columns.
-  for (const Shape& s : {Shape{100, 300, 520}, Shape{200, 70, 300}, Shape{1, 70, 1},
-                         Shape{13, 1, 129}, Shape{400, 80, 130}, Shape{200, 300, 130}}) {
+  // packed per tile, or once for all); one GEMM cut between threads by rows (400x80 on 2 threads),
+  // by columns (200x1000) and in a 2x2 grid (200x300 on 4), with B packed once per thread's block;
+  // last column panels of 16 (N = 80, computed in place), 44 (N = 300, through a copy) and 6.
+  for (const Shape& s :
+       {Shape{100, 300, 520}, Shape{200, 70, 300}, Shape{1, 70, 1}, Shape{13, 1, 129},
+        Shape{400, 80, 130}, Shape{200, 1000, 130}, Shape{200, 300, 130}}) {
     const Operands o = MakeOperands(rng, s);
     for (Layout layout : kLayouts) {
       const NtView v = View(o, layout);
@@ -196,8 +197,8 @@ TEST(GemmFp8, FollowsTheDocumentedArithmeticBitForBitOnEveryPathAndThreadCount) 
                                              ? testing::RandomNormal(rng, v.rows * v.cols, 100.0f)
                                              : std::vector<float>(v.rows * v.cols, 0.0f);
         const std::vector<float> want = Emulate(v, start);
-        const CpuContext contexts[] = {
-            {nullptr, false}, {&pool, false}, {nullptr, true}, {&pool, true}, {&pool3, true}};
+        const CpuContext contexts[] = {{nullptr, false}, {&pool, false}, {nullptr, true},
+                                       {&pool, true},    {&pool3, true}, {&pool4, true}};
         for (const CpuContext& ctx : contexts) {
           if (ctx.use_simd && !have_simd) continue;
           std::vector<float> got =
