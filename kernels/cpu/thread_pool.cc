@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "kernels/check.h"
 
@@ -12,6 +13,11 @@ namespace {
 
 // Set while a thread runs a ParallelFor body, to catch nested calls.
 thread_local bool tls_in_parallel_for = false;
+
+struct InParallelForBody {
+  InParallelForBody() { tls_in_parallel_for = true; }
+  ~InParallelForBody() { tls_in_parallel_for = false; }
+};
 
 void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -35,7 +41,10 @@ bool SpinUntil(const Done& done) {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(num_threads) {
+ThreadPool::ThreadPool(int num_threads)
+    : num_threads_(num_threads),
+      spin_(static_cast<unsigned>(num_threads) <=
+            std::max(1u, std::thread::hardware_concurrency())) {
   DSV3_KERNEL_CHECK(num_threads >= 1 && num_threads <= kMaxThreads,
                     "ThreadPool: num_threads=%d must be in [1, %d]", num_threads, kMaxThreads);
   workers_.reserve(num_threads - 1);
@@ -65,9 +74,8 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain, const RangeFn& fn) {
   const int64_t max_chunks = (n + grain - 1) / grain;
   const int num_chunks = static_cast<int>(std::min<int64_t>(num_threads_, max_chunks));
   if (num_chunks <= 1) {
-    tls_in_parallel_for = true;
+    InParallelForBody body;
     fn(0, n);
-    tls_in_parallel_for = false;
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
@@ -83,15 +91,22 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain, const RangeFn& fn) {
                       std::memory_order_release);
   }
   work_cv_.notify_all();  // no system call when every worker is still spinning
-  tls_in_parallel_for = true;
-  fn(0, std::min(chunk, n));
-  tls_in_parallel_for = false;
   auto all_done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
-  if (!SpinUntil(all_done)) {
-    std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, all_done);
+  auto wait_for_workers = [&] {
+    if (!spin_ || !SpinUntil(all_done)) {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_cv_.wait(lock, all_done);
+    }
+    fn_ = nullptr;
+  };
+  try {
+    InParallelForBody body;
+    fn(0, std::min(chunk, n));
+  } catch (...) {
+    wait_for_workers();  // they still use fn and this call's fields
+    throw;
   }
-  fn_ = nullptr;
+  wait_for_workers();
 }
 
 void ThreadPool::WorkerLoop(int index) {
@@ -102,7 +117,7 @@ void ThreadPool::WorkerLoop(int index) {
       generation = generation_.load(std::memory_order_acquire);
       return generation != seen;
     };
-    if (!SpinUntil(new_generation)) {
+    if (!spin_ || !SpinUntil(new_generation)) {
       std::unique_lock<std::mutex> lock(mu_);
       work_cv_.wait(lock, new_generation);
     }
@@ -118,9 +133,8 @@ void ThreadPool::WorkerLoop(int index) {
     const int64_t begin = index * chunk_;
     const int64_t end = std::min(begin + chunk_, n_);
     if (begin < end) {
-      tls_in_parallel_for = true;
+      InParallelForBody body;
       (*fn_)(begin, end);
-      tls_in_parallel_for = false;
     }
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);  // the caller is spinning or inside done_cv_.wait

@@ -5,7 +5,9 @@
 // Waking a blocked thread costs 5-25 us on this kind of machine, as much as a small GEMM. So a
 // worker that finishes a chunk spins for a short while (kSpinMicros) watching for the next
 // ParallelFor before it blocks, and the caller spins the same way for the workers' chunks before
-// it blocks: back-to-back calls, which is how kernels run, pay no wake-up.
+// it blocks: back-to-back calls, which is how kernels run, pay no wake-up. A pool with more threads
+// than the machine has does not spin (a spinning thread would hold a core that a working one
+// needs).
 #ifndef DSV3_KERNELS_CPU_THREAD_POOL_H_
 #define DSV3_KERNELS_CPU_THREAD_POOL_H_
 
@@ -41,13 +43,16 @@ class ThreadPool {
   // Calls fn on disjoint contiguous chunks that cover [0, n) exactly once, each chunk at least
   // `grain` items (except the last), on up to num_threads() threads, and returns when all are done.
   // Calls from several threads are serialised. Calling it from inside fn aborts (it would
-  // deadlock). n <= 0 does nothing; grain < 1 is treated as 1.
+  // deadlock). n <= 0 does nothing; grain < 1 is treated as 1. An exception from the caller's own
+  // chunk is rethrown once the workers' chunks are done; one from a worker's chunk terminates the
+  // process (kernels report errors by aborting, not by throwing).
   void ParallelFor(int64_t n, int64_t grain, const RangeFn& fn);
 
  private:
   void WorkerLoop(int index);
 
   const int num_threads_;
+  const bool spin_;  // whether idle threads spin before they block
   std::vector<std::thread> workers_;
 
   std::mutex call_mu_;  // Serialises ParallelFor calls.

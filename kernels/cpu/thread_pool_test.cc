@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -104,6 +105,26 @@ TEST(ThreadPoolTest, DestroysWhetherWorkersSpinOrBlock) {
     if (blocked) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     EXPECT_EQ(total.load(), 3);
   }  // The destructor joins; a hang here fails the test by its timeout.
+}
+
+// The caller's chunk throws: the call waits for the worker's chunk, then rethrows, and the pool
+// (and the calling thread) can run further calls. Also when the call runs inline.
+TEST(ThreadPoolTest, AnExceptionFromTheCallersChunkIsRethrownAfterTheWorkers) {
+  ThreadPool pool(2);
+  std::atomic<bool> worker_done{false};
+  EXPECT_THROW(pool.ParallelFor(2, 1,
+                                [&](int64_t begin, int64_t) {
+                                  if (begin == 0) throw std::runtime_error("chunk 0");
+                                  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                                  worker_done = true;
+                                }),
+               std::runtime_error);
+  EXPECT_TRUE(worker_done.load());
+  EXPECT_THROW(pool.ParallelFor(1, 1, [](int64_t, int64_t) { throw std::runtime_error("inline"); }),
+               std::runtime_error);
+  std::atomic<int64_t> total{0};
+  pool.ParallelFor(10, 1, [&](int64_t begin, int64_t end) { total += end - begin; });
+  EXPECT_EQ(total.load(), 10);
 }
 
 TEST(ThreadPoolTest, ContextWithoutPoolRunsInlineInOneChunk) {
