@@ -4,6 +4,7 @@
 // Compiled through function target attributes, so the library needs no -m flag and runs on any
 // x86-64; Avx512Bf16Fp8GemmKernels() returns nullptr where the CPU lacks these extensions.
 
+#include "kernels/check.h"
 #include "kernels/cpu/gemm_fp8_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -246,6 +247,8 @@ DSV3_AVX512BF16 void MicroKernel(int rows, int cols, const std::uint16_t* a, int
                                  const float* b_scales, int64_t kb_begin, int64_t kb_end,
                                  int64_t tail_pairs, bool c_is_zero, float* c, int64_t ldc) {
   static_assert(kFp8Nr == 64);
+  DSV3_KERNEL_CHECK(rows >= 1 && rows <= kFp8Mr && cols >= 16 && cols <= 64 && cols % 16 == 0,
+                    "FP8 micro-kernel: rows=%d cols=%d", rows, cols);
   static constexpr const KernelRV* kByCols[4] = {KernelsForV<1>::kByRows, KernelsForV<2>::kByRows,
                                                  KernelsForV<3>::kByRows, KernelsForV<4>::kByRows};
   kByCols[cols / 16 - 1][rows - 1](a, lda, a_scales, lds, b, b_scales, kb_begin, kb_end, tail_pairs,

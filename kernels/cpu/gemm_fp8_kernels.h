@@ -44,14 +44,14 @@ struct Fp8GemmKernels {
   //              P = (P + a[r, 2p+1]·b[j, 2p+1]) + a[r, 2p]·b[j, 2p]  (products exact in FP32,
   //              each + rounded to nearest even; this is vdpbf16ps), starting from +0
   //   C[r, j]  = fma(P[r, j], a_scales[r, kb] * b_scales[kb, j], C[r, j])   (FP32, one rounding)
-  // for r < rows (1..6), j < cols (16, 32, 48 or 64); rows r >= rows and columns j >= cols of a
-  // and c are not touched. a: the panel's rows of packed A with leading dimension lda (BF16
-  // elements), a_scales: its rows with leading dimension lds, b: one packed B panel, b_scales: its
-  // [kb, 64] scales, c: [rows, cols] with leading dimension ldc. With c_is_zero, C is +0 before
-  // block kb_begin and its old contents are not read. tail_pairs (1..64) lets the caller skip pairs
-  // that lie wholly in the zero padding of the last K block: P starts at +0 and a sum that is zero
-  // is +0, so P is never -0 and adding a zero product cannot change it; skipping them changes no
-  // bit.
+  // for r < rows (1..6), j < cols (16, 32, 48 or 64); rows r >= rows of a and c, and columns
+  // j >= cols of c, are not touched. a: the panel's rows of packed A with leading dimension lda
+  // (BF16 elements), a_scales: its rows with leading dimension lds, b: one packed B panel,
+  // b_scales: its [kb, 64] scales, c: [rows, cols] with leading dimension ldc. With c_is_zero, C is
+  // +0 before block kb_begin and its old contents are not read. tail_pairs (1..64) lets the caller
+  // skip pairs that lie wholly in the zero padding of the last K block: P starts at +0 and a sum
+  // that is zero is +0, so P is never -0 and adding a zero product cannot change it; skipping them
+  // changes no bit.
   void (*micro_kernel)(int rows, int cols, const std::uint16_t* a, int64_t lda,
                        const float* a_scales, int64_t lds, const std::uint32_t* b,
                        const float* b_scales, int64_t kb_begin, int64_t kb_end, int64_t tail_pairs,
