@@ -253,6 +253,16 @@ void ComputeTile(const Fp8GemmKernels& kern, const Fp8Problem& pr, const Plan& p
                std::min(cp_begin + plan.panels_per_tile, plan.panels));
 }
 
+// Buffers laid out one after another in a workspace, each 64-byte aligned.
+struct WorkspaceLayout {
+  size_t bytes = 0;
+  size_t Take(size_t n) {  // returns the new buffer's byte offset
+    const size_t off = bytes;
+    bytes += (n + 63) / 64 * 64;
+    return off;
+  }
+};
+
 // The calling thread's workspace, kept between calls so that large ones are not mapped and
 // faulted in again every time (it holds the largest size asked for so far).
 std::byte* Workspace(size_t bytes) {
@@ -293,20 +303,15 @@ void RunSplit(const CpuContext& ctx, const Fp8GemmKernels& kern, const Fp8Proble
   // (so that each B panel is used more than once), its B panels, decoded once.
   const int64_t block_row_panels = (row_panels + grid_rows - 1) / grid_rows;
   const int64_t block_panels = (plan.panels + grid_cols - 1) / grid_cols;
-  size_t bytes = 0;
-  auto take = [&bytes](size_t n) {
-    const size_t off = bytes;
-    bytes += (n + 63) / 64 * 64;
-    return off;
-  };
-  plan.a_off = take(sizeof(std::uint16_t) * block_row_panels * kFp8Mr * plan.kpad);
-  plan.as_off = take(sizeof(float) * block_row_panels * kFp8Mr * plan.kb_count);
+  WorkspaceLayout layout;
+  plan.a_off = layout.Take(sizeof(std::uint16_t) * block_row_panels * kFp8Mr * plan.kpad);
+  plan.as_off = layout.Take(sizeof(float) * block_row_panels * kFp8Mr * plan.kb_count);
   if (block_row_panels > plan.row_panels_per_tile) {
-    plan.b_off = take(sizeof(std::uint32_t) * block_panels * (plan.kpad / 2) * kFp8Nr);
-    plan.bs_off = take(sizeof(float) * block_panels * plan.kb_count * kFp8Nr);
+    plan.b_off = layout.Take(sizeof(std::uint32_t) * block_panels * (plan.kpad / 2) * kFp8Nr);
+    plan.bs_off = layout.Take(sizeof(float) * block_panels * plan.kb_count * kFp8Nr);
   }
   ParallelFor(ctx, grid_rows * grid_cols, 1, [&](int64_t part_begin, int64_t part_end) {
-    std::byte* ws = Workspace(bytes);  // this thread's own
+    std::byte* ws = Workspace(layout.bytes);  // this thread's own
     for (int64_t part = part_begin; part < part_end; ++part) {
       const int64_t gr = part / grid_cols, gc = part % grid_cols;
       const int64_t rp0 = gr * row_panels / grid_rows, rp1 = (gr + 1) * row_panels / grid_rows;
@@ -338,14 +343,8 @@ void RunFp8Gemms(const CpuContext& ctx, const std::vector<Fp8Problem>& problems)
   const Fp8GemmKernels& kern = Fp8GemmKernelsFor(ctx);
   const int threads = ctx.pool != nullptr ? ctx.pool->num_threads() : 1;
 
-  // Plan: workspace layout, and empty problems handled at once.
+  // Plan: sizes and tiles, and empty problems handled at once.
   std::vector<Plan> plans(problems.size());
-  size_t bytes = 0;
-  auto take = [&bytes](size_t n) {
-    const size_t off = bytes;
-    bytes += (n + 63) / 64 * 64;
-    return off;
-  };
   for (size_t i = 0; i < problems.size(); ++i) {
     const Fp8Problem& pr = problems[i];
     Plan& plan = plans[i];
@@ -358,8 +357,6 @@ void RunFp8Gemms(const CpuContext& ctx, const std::vector<Fp8Problem>& problems)
     plan.kpad = plan.kb_count * kQuantTile;
     plan.rows_pad = RoundUp(pr.m, kFp8Mr);
     plan.panels = (pr.n + kFp8Nr - 1) / kFp8Nr;
-    plan.a_off = take(sizeof(std::uint16_t) * plan.rows_pad * plan.kpad);
-    plan.as_off = take(sizeof(float) * plan.rows_pad * plan.kb_count);
     plan.row_panels_per_tile = 32;  // 192 rows
     plan.panels_per_tile = 4;       // 256 columns
   }
@@ -387,13 +384,16 @@ void RunFp8Gemms(const CpuContext& ctx, const std::vector<Fp8Problem>& problems)
     }
     if (!shrunk) break;
   }
-  for (size_t i = 0; i < problems.size(); ++i) {
-    Plan& plan = plans[i];
+  // One shared workspace: every problem's A, and the B panels of those packed once for all tiles.
+  WorkspaceLayout layout;
+  for (Plan& plan : plans) {
     if (plan.kb_count == 0) continue;
+    plan.a_off = layout.Take(sizeof(std::uint16_t) * plan.rows_pad * plan.kpad);
+    plan.as_off = layout.Take(sizeof(float) * plan.rows_pad * plan.kb_count);
     plan.prepack_b = plan.row_tiles() > 1;
     if (plan.prepack_b) {
-      plan.b_off = take(sizeof(std::uint32_t) * plan.panels * (plan.kpad / 2) * kFp8Nr);
-      plan.bs_off = take(sizeof(float) * plan.panels * plan.kb_count * kFp8Nr);
+      plan.b_off = layout.Take(sizeof(std::uint32_t) * plan.panels * (plan.kpad / 2) * kFp8Nr);
+      plan.bs_off = layout.Take(sizeof(float) * plan.panels * plan.kb_count * kFp8Nr);
     }
   }
 
@@ -420,7 +420,7 @@ void RunFp8Gemms(const CpuContext& ctx, const std::vector<Fp8Problem>& problems)
   }
   if (tile_items.empty()) return;
 
-  std::byte* ws = Workspace(bytes);
+  std::byte* ws = Workspace(layout.bytes);
 
   ParallelDynamic(ctx, static_cast<int64_t>(pack_items.size()), [&](int64_t begin, int64_t end) {
     for (int64_t idx = begin; idx < end; ++idx) {
